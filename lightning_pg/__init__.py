@@ -1,0 +1,14 @@
+"""lightning_pg: policy-gradient and actor-critic reinforcement learning on PyTorch Lightning."""
+import warnings
+
+# Lightning's notes on choices made here on purpose: `training_step(dataloader_iter)` turns off its
+# one-batch prefetch (on-policy data must be collected after each update), and validate/test loaders are
+# empty during fit (evaluation runs on the env-step clock instead).
+for _message in (".*dataloader_iter.*", "Total length of .* across ranks is zero.*", ".*LeafSpec.*is deprecated.*"):
+    warnings.filterwarnings("ignore", message=_message)
+
+from lightning_pg.algorithms import REINFORCE, RLModule
+from lightning_pg.evaluation import evaluate
+
+__version__ = "0.1.0"
+__all__ = ["REINFORCE", "RLModule", "evaluate", "__version__"]

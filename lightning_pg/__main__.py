@@ -1,0 +1,3 @@
+from lightning_pg.cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""``python -m lightning_pg fit|validate|test --config FILE``: LightningCLI in subclass mode.
+
+Defaults a user should not have to write:
+
+- a W&B logger writing under ``--trainer.default_root_dir``, offline unless ``WANDB_MODE`` says otherwise
+  (``wandb sync <root>/wandb/offline-run-*`` uploads later), holding the full config; a resumed run continues
+  the same W&B run id;
+- :class:`~lightning_pg.callbacks.RLCheckpoint` as ``--checkpoint.*``: ``last.ckpt`` every N env steps, at
+  the end and on Ctrl+C, so ``--ckpt_path last`` continues the last run in that root dir;
+- user mistakes (bad hyperparameters, unknown env, missing checkpoint) print one paragraph, no traceback,
+  and exit with status 2; ``--debug`` or ``LIGHTNING_PG_DEBUG=1`` shows the traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from lightning_pg.algorithms import RLModule
+from lightning_pg.callbacks import RLCheckpoint
+from lightning_pg.errors import ConfigError, LightningPGError
+
+WANDB = "pytorch_lightning.loggers.WandbLogger"
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "logger": {"class_path": WANDB, "init_args": {"project": "lightning_pg"}},
+    "max_epochs": -1,  # the env-step budget (model.total_timesteps) ends the fit, not epochs
+    "num_sanity_val_steps": 0,
+}
+
+
+class ConfigToLogger(SaveConfigCallback):
+    """Also put the full config in the logger's run (W&B's config panel), not only config.yaml."""
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if trainer.logger is not None:
+            trainer.logger.log_hyperparams({"config": self.config.as_dict()})
+
+
+class RLCLI(LightningCLI):
+    def __init__(self, args: Any = None, run: bool = True):
+        super().__init__(
+            RLModule,
+            subclass_mode_model=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            save_config_callback=ConfigToLogger,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RLCheckpoint, "checkpoint")
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would replace the config's model by the checkpoint's hyperparameters; here the config
+        # defines the run (so `--model.total_timesteps` can extend a finished one) and the checkpoint its state.
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if ckpt_path not in (None, "last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} does not exist. Fix: pass an existing .ckpt file, or `--ckpt_path last` "
+                "to continue the last run under --trainer.default_root_dir."
+            )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.get("logger")
+        if not (hasattr(logger, "class_path") and logger.class_path.endswith("WandbLogger")):
+            return
+        init = logger.init_args
+        root = config.trainer.get("default_root_dir") or os.getcwd()
+        if init.get("save_dir") in (None, "."):
+            init.save_dir = root
+        os.makedirs(init.save_dir, exist_ok=True)
+        if "WANDB_MODE" not in os.environ:
+            init.offline = True
+        if init.get("id") is None and self.subcommand == "fit":
+            init.id = _wandb_run_id(config.get("ckpt_path"), root, config.get("checkpoint"))
+            if init.id is not None:
+                init.resume = "allow"
+
+
+def _wandb_run_id(ckpt_path: str | None, root: str, checkpoint_cfg: Any) -> str | None:
+    """The W&B run id stored in the checkpoint we resume from, so the resumed run continues it."""
+    if ckpt_path == "last":
+        folder = (checkpoint_cfg or {}).get("dirpath") or os.path.join(root, "checkpoints")
+        ckpt_path = os.path.join(folder, "last.ckpt")
+    if not ckpt_path or not os.path.isfile(ckpt_path):
+        return None
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a damaged file is reported by Lightning when it loads it
+        return None
+    return (state.get("lightning_pg") or {}).get("wandb_run_id")
+
+
+def main(args: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv or os.environ.get("LIGHTNING_PG_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if args is None:
+        sys.argv[1:] = argv  # parse them as sys.argv (LightningCLI warns when given both)
+    try:
+        cli = RLCLI(args=None if args is None else argv)
+    except LightningPGError as exc:
+        if debug:
+            raise
+        print(f"lightning_pg: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    model = getattr(cli, "model", None)
+    if getattr(model, "stop_signal", None):
+        sys.exit(128 + model.stop_signal)  # stopped by Ctrl+C/SIGTERM: checkpoint saved, run not finished
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The part every environment-driven iterable shares: owning the vector env and stepping it safely."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import IterableDataset
+
+from lightning_pg.envs import env_seed, make_vec_env
+from lightning_pg.errors import EnvError
+
+if TYPE_CHECKING:
+    from lightning_pg.algorithms.base import RLModule
+
+
+class EnvIterable(IterableDataset):
+    """Plays ``module``'s current policy in its vector env; subclasses define ``collect()`` (one batch).
+
+    Iterates until the module's env-step budget is reached. The envs are built on first use, seeded from
+    torch's global RNG (fixed by ``seed_everything``) with a per-rank offset.
+    """
+
+    def __init__(self, module: "RLModule"):
+        self.module = module
+        self.envs = None
+        self.obs: np.ndarray | None = None  # latest observation of every env, [num_envs, *obs_shape]
+
+    def collect(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while not self.module.budget_reached:
+            yield self.collect()
+
+    def reset(self) -> np.ndarray:
+        hp = self.module.hparams
+        seed = None
+        if self.envs is None:
+            self.envs = make_vec_env(hp.env_id, hp.env_kwargs, hp.num_envs)
+            seed = env_seed(self.module.global_rank, hp.num_envs)
+            self.envs.action_space.seed(seed)
+        try:
+            self.obs, _ = self.envs.reset(seed=seed)
+        except EnvError:
+            raise
+        except Exception as exc:
+            raise self._env_failure("reset", exc) from exc
+        self._check_finite(self.obs, "an observation from reset()")
+        return self.obs
+
+    def step(self, actions: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Send ``actions`` (raw, as sampled) to the envs; returns ``(obs, reward, terminated, truncated, info)``."""
+        try:
+            obs, reward, terminated, truncated, info = self.envs.step(self.module.env_actions(actions))
+        except EnvError:
+            raise
+        except Exception as exc:
+            raise self._env_failure("step", exc) from exc
+        self._check_finite(obs, "an observation")
+        self._check_finite(reward, "a reward")
+        self.obs = obs
+        return obs, reward.astype(np.float32), terminated, truncated, info
+
+    @staticmethod
+    def final_obs(info: dict, envs: np.ndarray) -> np.ndarray:
+        """True last observations (SAME_STEP autoreset puts them in ``info['final_obs']``) of ``envs``."""
+        return np.stack([info["final_obs"][i] for i in envs])
+
+    @staticmethod
+    def episode_stats(info: dict, envs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Returns and lengths of the episodes that ``envs`` finished this step (RecordEpisodeStatistics)."""
+        if "_episode" not in info:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        finished = envs[info["_episode"][envs]]
+        return info["episode"]["r"][finished].astype(np.float32), info["episode"]["l"][finished]
+
+    def _check_finite(self, array: np.ndarray, what: str) -> None:
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise EnvError(
+                f"The environment '{self.module.hparams.env_id}' returned {what} that is NaN or infinite after "
+                f"{self.module.num_timesteps} env steps. Fix: find the cause in the env (or clip/guard it in a "
+                "wrapper); training stopped before the bad value reached the networks."
+            )
+
+    def _env_failure(self, where: str, exc: Exception) -> EnvError:
+        return EnvError(
+            f"The environment '{self.module.hparams.env_id}' raised {type(exc).__name__} in {where}(): {exc}. "
+            f"Fix: the bug is in the environment (run it alone with gymnasium to reproduce); training stopped "
+            f"at {self.module.num_timesteps} env steps and the last checkpoint is intact."
+        )
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
+
+    @staticmethod
+    def as_tensor(array: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array))

@@ -1,0 +1,17 @@
+"""User-facing errors: each message names the problem and the fix in one paragraph.
+
+The CLI prints these without a traceback (set ``LIGHTNING_PG_DEBUG=1`` or pass ``--debug`` to see one);
+any other exception is a bug in lightning_pg and keeps its traceback.
+"""
+
+
+class LightningPGError(Exception):
+    """Base class for problems with the user's input or environment."""
+
+
+class ConfigError(LightningPGError, ValueError):
+    """An invalid hyperparameter, config file or checkpoint path."""
+
+
+class EnvError(LightningPGError, RuntimeError):
+    """The environment cannot be built, does not suit the algorithm, or misbehaved while running."""

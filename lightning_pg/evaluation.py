@@ -1,0 +1,47 @@
+"""Evaluation episodes on a fresh vector env, separate from the training envs (GUIDE §4 item 10)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from lightning_pg.envs import make_vec_env
+
+if TYPE_CHECKING:
+    from lightning_pg.algorithms.base import RLModule
+
+MAX_EVAL_ENVS = 16
+
+
+def evaluate(
+    model: "RLModule", n_episodes: int = 10, seed: int = 0, deterministic: bool = True
+) -> tuple[float, float]:
+    """Mean and standard deviation of the undiscounted return over ``n_episodes`` episodes.
+
+    Each eval env plays a quota fixed in advance (``n_episodes`` split as evenly as possible over at most
+    16 envs); episodes finished beyond an env's quota are ignored, so short episodes are not over-counted.
+    Env ``i`` is seeded ``seed + i``. Stochastic evaluation (``deterministic=False``) draws from a forked
+    torch RNG, so it leaves the training run's random stream untouched. Observation normalization, where
+    the model has it, is applied with frozen statistics (``model.predict``).
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    num_envs = min(n_episodes, MAX_EVAL_ENVS)
+    quota = np.full(num_envs, n_episodes // num_envs)
+    quota[: n_episodes % num_envs] += 1
+    done = np.zeros(num_envs, dtype=int)
+    returns: list[float] = []
+    envs = make_vec_env(model.hparams.env_id, model.hparams.env_kwargs, num_envs)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            obs, _ = envs.reset(seed=seed)
+            while (done < quota).any():
+                obs, _, _, _, info = envs.step(model.predict(obs, deterministic=deterministic))
+                for i in np.flatnonzero(info.get("_episode", ())):
+                    if done[i] < quota[i]:
+                        returns.append(float(info["episode"]["r"][i]))
+                        done[i] += 1
+    finally:
+        envs.close()
+    return float(np.mean(returns)), float(np.std(returns))

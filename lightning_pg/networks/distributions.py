@@ -1,0 +1,56 @@
+r"""Action distributions as plain tensors: sample, log-prob, entropy, mode.
+
+Why not ``torch.distributions``: on a rollout step of 8 CartPole envs a ``Categorical`` sample + log-prob
+took 92 us against 26 us for ``multinomial`` + ``log_softmax`` (GUIDE §3), its argument validation syncs
+on GPU, and its objects do not export. These classes hold the same maths in a few lines each; tests check
+them against ``torch.distributions``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class Categorical:
+    """π(a|s) = softmax(logits)_a over ``n`` discrete actions. Shapes: logits ``[B, n]``, actions ``[B]``."""
+
+    def __init__(self, logits: Tensor):
+        self.log_probs = F.log_softmax(logits.float(), dim=-1)
+
+    def sample(self) -> Tensor:
+        return torch.multinomial(self.log_probs.exp(), 1).squeeze(-1)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        return self.log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> Tensor:
+        return -(self.log_probs.exp() * self.log_probs).sum(-1)
+
+    def mode(self) -> Tensor:
+        return self.log_probs.argmax(-1)
+
+
+class DiagGaussian:
+    """π(a|s) = N(mean, diag(exp(log_std)²)). Shapes: mean ``[B, d]``, log_std ``[d]`` or ``[B, d]``, actions ``[B, d]``."""
+
+    def __init__(self, mean: Tensor, log_std: Tensor):
+        self.mean = mean.float()
+        self.log_std = log_std.float().expand_as(self.mean)
+
+    def sample(self) -> Tensor:
+        return self.mean + self.log_std.exp() * torch.randn_like(self.mean)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        z = (actions - self.mean) * torch.exp(-self.log_std)
+        return (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return (0.5 + _LOG_SQRT_2PI + self.log_std).sum(-1)
+
+    def mode(self) -> Tensor:
+        return self.mean

@@ -1,0 +1,110 @@
+r"""Returns and advantages: pure tensor functions shared by every algorithm.
+
+All inputs are time-major, shape ``[T, ...]`` (``[T]`` or ``[T, num_envs]``), and describe the transitions
+:math:`(s_t, a_t, r_t, s'_t)` of one rollout in order:
+
+- ``rewards[t]``      :math:`r_t`
+- ``next_values[t]``  :math:`V(s'_t)`, the value of the TRUE next state; on a time-limit cut this is the
+  final observation of the episode, not the first observation of the next one (gymnasium's
+  ``info["final_obs"]``).
+- ``terminated[t]``   the episode ended in a terminal state: nothing follows, so no bootstrap.
+- ``dones[t]``        the episode ended for any reason (terminated or truncated): the sum stops here.
+
+Truncation is not termination: a time-limit cut stops the sum but still bootstraps from
+:math:`V(s'_t)`. A transition that is both terminated and truncated counts as terminated. The last row of
+the rollout is treated as a cut (it bootstraps from ``next_values[-1]`` unless terminated).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _cut_mask(dones: Tensor) -> Tensor:
+    """1 where the sum continues into row t+1, 0 where it stops (episode end or last row)."""
+    keep = 1.0 - dones.float()
+    keep[-1] = 0.0
+    return keep
+
+
+def discounted_returns(
+    rewards: Tensor, next_values: Tensor, terminated: Tensor, dones: Tensor, gamma: float
+) -> Tensor:
+    r"""Monte Carlo returns-to-go with a bootstrap at cuts.
+
+    :math:`G_t = r_t + \gamma\,(1 - \text{term}_t)\,[\,c_t\, G_{t+1} + (1 - c_t)\, V(s'_t)\,]`,
+    where :math:`c_t = 0` at an episode end or the last row and 1 elsewhere. With ``next_values = 0``
+    this is the plain :math:`G_t = \sum_k \gamma^k r_{t+k}` of REINFORCE.
+
+    Shapes: every argument ``[T, ...]``; returns ``[T, ...]`` (float).
+    """
+    keep = _cut_mask(dones)
+    alive = 1.0 - terminated.float()
+    returns = torch.empty_like(rewards, dtype=torch.float32)
+    future = torch.zeros_like(returns[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        future = rewards[t] + gamma * alive[t] * (keep[t] * future + (1.0 - keep[t]) * next_values[t])
+        returns[t] = future
+    return returns
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    dones: Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[Tensor, Tensor]:
+    r"""Generalized advantage estimation (Schulman et al. 2016, https://arxiv.org/abs/1506.02438).
+
+    :math:`\delta_t = r_t + \gamma (1 - \text{term}_t) V(s'_t) - V(s_t)`,
+    :math:`A_t = \sum_l (\gamma\lambda)^l \delta_{t+l}` within the episode, i.e.
+    :math:`A_t = \delta_t + \gamma\lambda\, c_t\, A_{t+1}`.
+
+    Shapes: every argument ``[T, ...]`` with ``values[t] = V(s_t)``. Returns ``(advantages, returns)``,
+    both ``[T, ...]``, where ``returns = advantages + values`` is the value target (the λ-return).
+    """
+    keep = _cut_mask(dones)
+    deltas = rewards + gamma * (1.0 - terminated.float()) * next_values - values
+    advantages = torch.empty_like(deltas)
+    running = torch.zeros_like(deltas[0])
+    for t in range(deltas.shape[0] - 1, -1, -1):
+        running = deltas[t] + gamma * gae_lambda * keep[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def nstep_targets(
+    rewards: Tensor, next_values: Tensor, terminated: Tensor, dones: Tensor, gamma: float, n: int
+) -> Tensor:
+    r"""n-step bootstrapped targets.
+
+    :math:`y_t = \sum_{k=0}^{m-1} \gamma^k r_{t+k} + \gamma^m (1 - \text{term}_{t+m-1}) V(s'_{t+m-1})`,
+    where :math:`m \le n` stops early at an episode end or the last row. ``n = 1`` gives the one-step
+    TD target :math:`r_t + \gamma (1 - \text{term}_t) V(s'_t)` of DDPG, TD3 and SAC.
+
+    Shapes: every argument ``[T, ...]``; returns ``[T, ...]``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    steps = rewards.shape[0]
+    stop = 1.0 - _cut_mask(dones)  # 1 where the sum must stop after this row
+    alive_after = 1.0 - terminated.float()
+
+    def shifted(x: Tensor, k: int) -> Tensor:  # row t holds x[t + k], zero past the end
+        out = torch.zeros_like(x, dtype=torch.float32)
+        out[: steps - k] = x[k:]
+        return out
+
+    targets = torch.zeros_like(rewards, dtype=torch.float32)
+    open_ = torch.ones_like(targets)  # the sum for row t has not stopped yet
+    discount = 1.0
+    for k in range(min(n, steps)):
+        targets += open_ * discount * shifted(rewards, k)
+        ends = open_ * (shifted(stop, k) if k < n - 1 else torch.ones_like(open_))
+        targets += ends * discount * gamma * shifted(alive_after, k) * shifted(next_values, k)
+        open_ = open_ - ends
+        discount *= gamma
+    return targets
