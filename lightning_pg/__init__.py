@@ -8,7 +8,11 @@ for _message in (".*dataloader_iter.*", "Total length of .* across ranks is zero
     warnings.filterwarnings("ignore", message=_message)
 
 from lightning_pg.algorithms import REINFORCE, RLModule
+from lightning_pg.errors import ConfigError, EnvError, LightningPGError, TrainingDiverged
 from lightning_pg.evaluation import evaluate
 
 __version__ = "0.1.0"
-__all__ = ["REINFORCE", "RLModule", "evaluate", "__version__"]
+__all__ = [
+    "REINFORCE", "RLModule", "evaluate",
+    "ConfigError", "EnvError", "LightningPGError", "TrainingDiverged", "__version__",
+]

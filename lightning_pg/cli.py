@@ -13,11 +13,13 @@ Defaults a user should not have to write:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_pg.algorithms import RLModule
@@ -51,7 +53,13 @@ class RLCLI(LightningCLI):
             auto_configure_optimizers=False,
             args=args,
             run=run,
+            parser_kwargs={"exit_on_error": False, "prog": "python -m lightning_pg"},
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # fit trains; validate/test play evaluation episodes from --ckpt_path (no `predict`: use model.predict)
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RLCheckpoint, "checkpoint")
@@ -100,6 +108,29 @@ def _wandb_run_id(ckpt_path: str | None, root: str, checkpoint_cfg: Any) -> str 
     return (state.get("lightning_pg") or {}).get("wandb_run_id")
 
 
+def _user_error(exc: BaseException) -> str | None:
+    """The one-paragraph message for a mistake in the user's input, or None for a bug."""
+    seen = exc
+    while seen is not None:  # jsonargparse wraps errors raised while instantiating the model
+        if isinstance(seen, LightningPGError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, ArgumentError):
+        detail = " ".join(str(exc).split())
+        unknown = re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", detail)
+        if unknown:
+            cls, option = unknown.groups()
+            return (
+                f"{cls.rsplit('.', 1)[-1]} has no hyperparameter '{option}'. Fix: correct or remove it; "
+                f"`python -m lightning_pg fit --model.help {cls}` lists the accepted ones."
+            )
+        return (
+            f"{detail}. Fix: check the config file and the command-line options "
+            "(`python -m lightning_pg fit --help` lists them; `--print_config` shows the merged config)."
+        )
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     debug = "--debug" in argv or os.environ.get("LIGHTNING_PG_DEBUG", "") not in ("", "0")
@@ -108,10 +139,11 @@ def main(args: list[str] | None = None) -> None:
         sys.argv[1:] = argv  # parse them as sys.argv (LightningCLI warns when given both)
     try:
         cli = RLCLI(args=None if args is None else argv)
-    except LightningPGError as exc:
-        if debug:
+    except Exception as exc:  # noqa: BLE001 - user errors get one paragraph, bugs keep their traceback
+        message = _user_error(exc)
+        if message is None or debug:
             raise
-        print(f"lightning_pg: error: {exc}", file=sys.stderr)
+        print(f"lightning_pg: error: {message}", file=sys.stderr)
         sys.exit(2)
     model = getattr(cli, "model", None)
     if getattr(model, "stop_signal", None):

@@ -15,3 +15,7 @@ class ConfigError(LightningPGError, ValueError):
 
 class EnvError(LightningPGError, RuntimeError):
     """The environment cannot be built, does not suit the algorithm, or misbehaved while running."""
+
+
+class TrainingDiverged(LightningPGError, RuntimeError):
+    """A loss or gradient became NaN or infinite; training stopped before saving anything."""

@@ -54,3 +54,23 @@ class RaisesAfter(NaNAfter):
         if self.t >= self.steps:
             raise RuntimeError("simulator exploded")
         return np.zeros(2, np.float32), 1.0, False, self.t % 10 == 0, {}
+
+
+class Counter(gym.Env):
+    """obs = [t / 10]: the step count inside the episode; reward 1 per step; never terminates.
+
+    With ``max_episode_steps`` every episode is cut by the time limit, so the true final observation
+    ([T / 10]) differs from the first observation of the next episode ([0]).
+    """
+
+    observation_space = spaces.Box(0.0, np.inf, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t / 10], np.float32), 1.0, False, False, {}

@@ -23,7 +23,7 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor
 
 from lightning_pg.envs import check_spaces, make_env
-from lightning_pg.errors import ConfigError
+from lightning_pg.errors import ConfigError, TrainingDiverged
 
 EVAL_SEED = 1_000_000  # evaluation episodes start from the same states every time: comparable across evals
 
@@ -144,7 +144,7 @@ class RLModule(pl.LightningModule):
         single = obs.ndim == len(self.observation_space.shape)
         batch = torch.as_tensor(obs[None] if single else obs, device=self.device)
         actions = self.env_actions(self.act(batch, deterministic))
-        return actions[0] if single else actions
+        return actions.squeeze(0) if single else actions
 
     # ---- Lightning hooks --------------------------------------------------------------------------------
     @property
@@ -164,6 +164,7 @@ class RLModule(pl.LightningModule):
         self.num_timesteps += self._sum_over_ranks(int(batch.pop("env_steps")))
         self._record_episodes(batch.pop("episode_returns", ()), batch.pop("episode_lengths", ()))
         metrics = self.update(batch)
+        self._check_finite(metrics)
         if self.budget_reached:
             self.trainer.should_stop = True
         if crossed(before, self.num_timesteps, self.hparams.log_every) or self.budget_reached:
@@ -171,6 +172,16 @@ class RLModule(pl.LightningModule):
         every = self.hparams.eval_every
         if every >= 0 and (crossed(before, self.num_timesteps, every) or self.budget_reached):
             self.run_evaluation()
+
+    def _check_finite(self, metrics: dict[str, Tensor]) -> None:
+        """Stop on a non-finite loss before anything is saved (one host sync per batch, not per update)."""
+        if metrics and not bool(torch.isfinite(torch.stack([v.float() for v in metrics.values()])).all()):
+            bad = ", ".join(f"{k}={float(v)}" for k, v in metrics.items() if not torch.isfinite(v))
+            raise TrainingDiverged(
+                f"Training diverged at {self.num_timesteps} env steps: {bad}. Nothing was saved from this "
+                "point, so the last checkpoint holds the last good weights. Fix: lower learning_rate, set "
+                "max_grad_norm, or normalize observations/rewards; then resume with --ckpt_path last."
+            )
 
     def on_train_epoch_end(self) -> None:
         if self.budget_reached:
@@ -252,7 +263,7 @@ class RLModule(pl.LightningModule):
         from lightning_pg.evaluation import evaluate
 
         mean, std = evaluate(self, self.hparams.eval_episodes, seed=EVAL_SEED)
-        self.log_dict({"eval/return_mean": mean, "eval/return_std": std})
+        self.log_dict({"eval/return_mean": mean, "eval/return_std": std}, batch_size=1)
 
     def _record_episodes(self, returns: Any, lengths: Any) -> None:
         self._episode_returns.extend(float(r) for r in returns)
@@ -281,6 +292,7 @@ class RLModule(pl.LightningModule):
         metrics = {**metrics, "time/env_steps": self.num_timesteps}
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.num_timesteps)
+            logger.save()  # we log rarely (every log_every env steps), so flush each time
 
     def on_fit_start(self) -> None:
         self._log_clock = (self.num_timesteps, time.perf_counter())

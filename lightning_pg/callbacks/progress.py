@@ -8,13 +8,20 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 
 
 class EnvStepProgressBar(TQDMProgressBar):
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        super().on_train_epoch_start(trainer)
+    def _start(self, pl_module: Any) -> None:
         bar = self.train_progress_bar
         bar.reset(total=pl_module.hparams.total_timesteps)
         bar.n = bar.initial = pl_module.num_timesteps
         bar.unit = "step"
         bar.set_description(type(pl_module).__name__)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._start(pl_module)  # a resumed run skips on_train_epoch_start
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        super().on_train_epoch_start(trainer)
+        self._start(pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
         bar = self.train_progress_bar
@@ -26,7 +33,7 @@ class EnvStepProgressBar(TQDMProgressBar):
         if pl_module.last_eval is not None:
             postfix["eval"] = f"{pl_module.last_eval[0]:.1f}"
         bar.set_postfix(postfix, refresh=False)
-        bar.total = max(bar.total, pl_module.num_timesteps)  # the last batch may overshoot the budget
+        bar.total = max(bar.total or 0, pl_module.num_timesteps)  # the last batch may overshoot the budget
         bar.update(pl_module.num_timesteps - bar.n)  # tqdm redraws at most every `mininterval` seconds
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:

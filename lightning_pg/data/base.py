@@ -60,6 +60,8 @@ class EnvIterable(IterableDataset):
             raise self._env_failure("step", exc) from exc
         self._check_finite(obs, "an observation")
         self._check_finite(reward, "a reward")
+        if "_final_obs" in info:  # the last observation of an episode that ended (it may be bootstrapped from)
+            self._check_finite(self.final_obs(info, np.flatnonzero(info["_final_obs"])), "a final observation")
         self.obs = obs
         return obs, reward.astype(np.float32), terminated, truncated, info
 

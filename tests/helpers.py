@@ -1,0 +1,82 @@
+"""Shared test helpers: run the CLI in a real subprocess, read checkpoints, CSV metrics and W&B run files."""
+import csv
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("LIGHTNING_PG_DEBUG", None)
+    return env
+
+
+def cli_args(*args, config="configs/reinforce_cartpole.yaml", root=None, logger="false", subcommand="fit"):
+    cmd = [sys.executable, "-m", "lightning_pg", subcommand]
+    if config:
+        cmd += ["--config", str(REPO / config)]
+    if root is not None:
+        cmd += ["--trainer.default_root_dir", str(root)]
+    if logger is not None:
+        cmd += [f"--trainer.logger={logger}"]
+    return cmd + [str(a) for a in args]
+
+
+def run_cli(*args, timeout=300, env=None, **kwargs):
+    return subprocess.run(
+        cli_args(*args, **kwargs), cwd=REPO, env=env or cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def csv_logger(root):
+    return f'{{"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {{"save_dir": "{root}", "name": "csv"}}}}'
+
+
+def csv_rows(root):
+    rows = []
+    for path in sorted(glob.glob(f"{root}/csv/version_*/metrics.csv")):
+        with open(path) as f:
+            rows.append([{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)])
+    return rows  # one list of rows per run (version)
+
+
+def ckpt_state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def wandb_records(path):
+    """History rows and config keys of an offline W&B run file (LevelDB-log framing of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, buf = Path(path).read_bytes(), 7, 32768, b""
+    history, config = [], {}
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:
+            pos += left
+            continue
+        buf += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind not in (1, 4):  # FIRST/MIDDLE fragments of a record
+            continue
+        record = pb.Record()
+        record.ParseFromString(buf)
+        buf = b""
+        kind_name = record.WhichOneof("record_type")
+        if kind_name == "history":
+            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+        elif kind_name == "config":
+            config.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.config.update})
+    return history, config

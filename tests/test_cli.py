@@ -1,0 +1,167 @@
+"""The command line end to end, in real subprocesses: fit, checkpoints, resume, Ctrl+C, W&B, bad input."""
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import lightning_pg as lp
+from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, csv_rows, run_cli, wandb_records
+
+
+def test_fit_checkpoint_load_evaluate(tmp_path):
+    result = run_cli(
+        "--model.total_timesteps=6000", "--model.eval_every=3000", "--checkpoint.every_n_env_steps=2000",
+        "--trainer.enable_progress_bar=true", root=tmp_path, logger=csv_logger(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "/6000" in result.stderr + result.stdout  # the progress bar counts env steps toward the budget
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+    model = lp.REINFORCE.load_from_checkpoint(last)
+    assert 6000 <= model.num_timesteps < 6000 + 8 * 500
+    mean, std = lp.evaluate(model, n_episodes=4, seed=0)
+    assert 8 <= mean <= 500 and std >= 0
+
+    (rows,) = csv_rows(tmp_path)
+    logged = set().union(*rows)
+    assert {"train/episode_return", "train/episode_length", "time/env_steps", "time/sps", "loss/policy",
+            "loss/value", "loss/entropy", "eval/return_mean", "eval/return_std"} <= logged
+    steps = [int(float(r["time/env_steps"])) for r in rows]
+    assert steps == sorted(steps) and steps[-1] == model.num_timesteps
+    evals = [r for r in rows if "eval/return_mean" in r]
+    assert len(evals) == 2  # at 3000 env steps and at the end
+
+
+def test_resume_continues_the_env_step_count(tmp_path):
+    first = run_cli("--model.total_timesteps=3000", root=tmp_path, logger=csv_logger(tmp_path))
+    assert first.returncode == 0, first.stderr
+    done = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    assert done["lightning_pg"]["num_timesteps"] >= 3000
+
+    second = run_cli("--model.total_timesteps=6000", "--ckpt_path=last", root=tmp_path, logger=csv_logger(tmp_path))
+    assert second.returncode == 0, second.stderr
+    resumed = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    assert resumed["lightning_pg"]["num_timesteps"] >= 6000
+    assert resumed["global_step"] > done["global_step"]  # the optimizer-step count went on too
+    _, second_rows = csv_rows(tmp_path)
+    first_logged = min(int(float(r["time/env_steps"])) for r in second_rows)
+    assert first_logged > done["lightning_pg"]["num_timesteps"]  # not from zero
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_budget(tmp_path):
+    cmd = cli_args("--model.total_timesteps=100000000", "--checkpoint.every_n_env_steps=100000000",
+                   root=tmp_path, logger=csv_logger(tmp_path))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not glob.glob(f"{tmp_path}/csv/version_0/metrics.csv") and time.time() < deadline:
+        time.sleep(0.2)  # training has logged at least once
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr and "Resume with --ckpt_path last" in stderr
+    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    stopped_at = state["lightning_pg"]["num_timesteps"]
+    assert 0 < stopped_at < 100_000_000
+
+    budget = stopped_at + 3000
+    resumed = run_cli(f"--model.total_timesteps={budget}", "--ckpt_path=last", root=tmp_path,
+                      logger=csv_logger(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    final = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"]
+    assert budget <= final < budget + 8 * 500
+    assert min(int(float(r["time/env_steps"])) for r in csv_rows(tmp_path)[1]) > stopped_at
+
+
+def test_custom_env_by_entry_point(tmp_path):
+    result = run_cli("--model.env_id=tests.envs:TwoArmedBandit", "--model.total_timesteps=4000",
+                     "--model.network=[]", root=tmp_path)
+    assert result.returncode == 0, result.stderr
+    model = lp.REINFORCE.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert lp.evaluate(model, n_episodes=2)[0] == 3.0  # it learned to pull the better arm
+
+
+def test_validate_and_test_play_evaluation_episodes(tmp_path):
+    assert run_cli("--model.total_timesteps=2000", root=tmp_path).returncode == 0
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    for sub in ("validate", "test"):
+        result = run_cli(f"--ckpt_path={ckpt}", "--model.eval_episodes=3", root=tmp_path, subcommand=sub)
+        assert result.returncode == 0, result.stderr
+        assert "eval/return_mean" in result.stdout
+
+
+def test_default_logger_is_an_offline_wandb_run_with_config_and_metrics(tmp_path):
+    env = cli_env()
+    env.pop("WANDB_MODE", None)
+    start = time.time()
+    result = run_cli("--model.total_timesteps=3000", "--model.eval_every=1000", root=tmp_path, logger=None, env=env)
+    assert result.returncode == 0, result.stderr
+    assert time.time() - start < 120  # never waits on a network
+    (run_file,) = glob.glob(f"{tmp_path}/wandb/offline-run-*/run-*.wandb")
+    history, config = wandb_records(run_file)
+    assert config["total_timesteps"] == 3000 and config["env_id"] == "CartPole-v1"
+    assert config["config"]["model"]["class_path"] == "lightning_pg.REINFORCE"  # the full CLI config
+    steps = [h["time/env_steps"] for h in history]
+    assert steps == sorted(steps) and steps[-1] >= 3000
+    assert any("train/episode_return" in h for h in history) and any("eval/return_mean" in h for h in history)
+
+    # resuming continues the same W&B run
+    resumed = run_cli("--model.total_timesteps=5000", "--ckpt_path=last", root=tmp_path, logger=None, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = sorted(glob.glob(f"{tmp_path}/wandb/offline-run-*"))
+    assert len(runs) == 2 and runs[0].rsplit("-", 1)[1] == runs[1].rsplit("-", 1)[1]
+
+
+BAD_INPUTS = {
+    "unknown env id": (["--model.env_id=NoSuchEnv-v0"], "Unknown environment id 'NoSuchEnv-v0'"),
+    "missing entry point module": (["--model.env_id=no_such_pkg.envs:Thing"], "Cannot import module 'no_such_pkg.envs'"),
+    "unsupported action space": (["--model.env_id=tests.envs:TwoDiscreteHeads"], "REINFORCE cannot act in"),
+    "gamma out of range": (["--model.gamma=1.5"], "Invalid hyperparameter gamma=1.5"),
+    "non-positive budget": (["--model.total_timesteps=0"], "Invalid hyperparameter total_timesteps=0"),
+    "zero envs": (["--model.num_envs=0"], "Invalid hyperparameter num_envs=0"),
+    "unknown hyperparameter": (["--model.not_a_param=3"], "REINFORCE has no hyperparameter 'not_a_param'"),
+    "missing checkpoint": (["--ckpt_path=/no/such.ckpt"], "--ckpt_path /no/such.ckpt does not exist"),
+    "missing config": (["--config=/no/such.yaml"], "File does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_exits_nonzero_with_one_paragraph_and_no_traceback(tmp_path, case):
+    args, message = BAD_INPUTS[case]
+    result = run_cli(*args, root=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("lightning_pg: error:")]
+    assert len(error_lines) == 1 and "Fix:" in error_lines[0]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_malformed_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    result = run_cli(config=None, root=tmp_path, *["--config", bad])
+    assert result.returncode == 2 and "Problems parsing config" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    result = run_cli("--model.gamma=1.5", "--debug", root=tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_env_failure_mid_run_keeps_the_last_checkpoint(tmp_path):
+    ok = run_cli("--model.env_id=tests.envs:RaisesAfter", "--model.env_kwargs={steps: 100000}",
+                 "--model.total_timesteps=2000", root=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    before = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    for env_id, message in (("RaisesAfter", "raised RuntimeError in step(): simulator exploded"),
+                            ("NaNAfter", "NaN or infinite")):
+        bad = run_cli(f"--model.env_id=tests.envs:{env_id}", "--model.env_kwargs={steps: 30}",
+                      "--model.total_timesteps=4000", "--ckpt_path=last", root=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before

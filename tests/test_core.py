@@ -1,0 +1,119 @@
+"""The shared spine: autoreset and truncation handling, episode statistics, seeding, predict, precision."""
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import lightning_pg as lp
+from lightning_pg import REINFORCE
+from lightning_pg.envs import make_vec_env
+from lightning_pg.networks import Categorical, DiagGaussian
+
+
+def _fit(model, tmp_path, **trainer_kwargs):
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         default_root_dir=tmp_path, accelerator="cpu", max_epochs=-1, **trainer_kwargs)
+    trainer.fit(model)
+    return trainer
+
+
+def test_time_limit_bootstraps_from_the_true_final_observation():
+    """Pitfalls 1 and 2: a truncated episode's last return is r + γ V(final obs), not V(next episode's reset)."""
+    torch.manual_seed(0)
+    model = REINFORCE(env_id="tests.envs:Counter", env_kwargs={"max_episode_steps": 5}, num_envs=3, gamma=0.9)
+    batch = model.make_data().collect()
+    assert batch["obs"].shape == (15, 1)  # 3 episodes of exactly 5 steps: the dead step is not there
+    with torch.no_grad():
+        v_final = model.policy.value(torch.tensor([[0.5]])).item()  # V([5/10]), the true final state
+        v_reset = model.policy.value(torch.tensor([[0.0]])).item()
+    returns = batch["returns"].view(5, 3)  # time-major: rows are t = 0..4 of all three envs
+    expected_last = 1 + 0.9 * v_final
+    torch.testing.assert_close(returns[-1], torch.full((3,), expected_last))
+    assert abs(expected_last - (1 + 0.9 * v_reset)) > 1e-4  # the test would catch the autoreset bug
+    expected_first = sum(0.9**k for k in range(5)) + 0.9**5 * v_final
+    torch.testing.assert_close(returns[0], torch.full((3,), expected_first))
+    # pitfall 3: episode statistics come through the autoreset mode
+    np.testing.assert_array_equal(batch["episode_returns"], [5.0, 5.0, 5.0])
+    np.testing.assert_array_equal(batch["episode_lengths"], [5, 5, 5])
+
+
+def test_without_baseline_a_cut_is_not_bootstrapped():
+    model = REINFORCE(env_id="tests.envs:Counter", env_kwargs={"max_episode_steps": 3}, baseline="none",
+                      num_envs=2, gamma=0.5)
+    batch = model.make_data().collect()
+    torch.testing.assert_close(batch["returns"].view(3, 2)[:, 0], torch.tensor([1.75, 1.5, 1.0]))
+
+
+def test_same_seed_same_run_different_seed_different_run(tmp_path):
+    def final_weights(seed):
+        pl.seed_everything(seed)
+        model = REINFORCE(env_id="CartPole-v1", total_timesteps=3000, eval_every=-1, num_envs=4)
+        _fit(model, tmp_path)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), model.num_timesteps
+
+    (a, steps_a), (b, steps_b), (c, _) = final_weights(3), final_weights(3), final_weights(4)
+    assert torch.equal(a, b) and steps_a == steps_b
+    assert not torch.equal(a, c)
+
+
+def test_each_env_and_the_action_sampler_are_seeded():
+    envs = make_vec_env("CartPole-v1", None, num_envs=4, seed=7)
+    obs, _ = envs.reset(seed=7)
+    assert len({tuple(o) for o in obs}) == 4  # four different streams
+    again = make_vec_env("CartPole-v1", None, num_envs=4, seed=7)
+    np.testing.assert_array_equal(again.reset(seed=7)[0], obs)
+    samples = [envs.action_space.sample() for _ in range(5)]
+    assert all(np.array_equal(s, again.action_space.sample()) for s in samples)
+
+
+def test_predict_keeps_the_rank_numpy_in_numpy_out():
+    model = REINFORCE(env_id="CartPole-v1")
+    single = model.predict(np.zeros(4, np.float32))
+    batch = model.predict(np.zeros((5, 4), np.float32))
+    assert isinstance(single, np.ndarray) and single.shape == () and single.dtype.kind == "i"
+    assert batch.shape == (5,)
+    pendulum = REINFORCE(env_id="Pendulum-v1")
+    assert pendulum.predict(np.zeros(3)).shape == (1,) and pendulum.predict(np.zeros((2, 3))).shape == (2, 1)
+
+
+def test_evaluate_is_deterministic_and_plays_exactly_n_episodes():
+    model = REINFORCE(env_id="tests.envs:Counter", env_kwargs={"max_episode_steps": 7})
+    mean, std = lp.evaluate(model, n_episodes=20, seed=0)
+    assert (mean, std) == (7.0, 0.0)
+    torch.manual_seed(0)
+    cartpole = REINFORCE(env_id="CartPole-v1")
+    assert lp.evaluate(cartpole, 5, seed=1) == lp.evaluate(cartpole, 5, seed=1)
+    state = torch.get_rng_state()
+    lp.evaluate(cartpole, 5, seed=1, deterministic=False)
+    assert torch.equal(state, torch.get_rng_state())  # evaluation leaves the training RNG alone
+
+
+def test_bf16_mixed_precision_on_cpu(tmp_path):
+    pl.seed_everything(0)
+    model = REINFORCE(env_id="CartPole-v1", total_timesteps=4000, eval_every=-1)
+    _fit(model, tmp_path, precision="bf16-mixed")
+    assert model.num_timesteps >= 4000
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_categorical_and_gaussian_match_torch_distributions():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3)
+    ours, ref = Categorical(logits), torch.distributions.Categorical(logits=logits)
+    actions = ref.sample()
+    torch.testing.assert_close(ours.log_prob(actions), ref.log_prob(actions))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    mean, log_std = torch.randn(6, 2), torch.randn(2)
+    ours, ref = DiagGaussian(mean, log_std), torch.distributions.Normal(mean, log_std.exp())
+    actions = ref.sample()
+    torch.testing.assert_close(ours.log_prob(actions), ref.log_prob(actions).sum(-1))
+    torch.testing.assert_close(ours.entropy(), ref.entropy().sum(-1))
+    samples = DiagGaussian(torch.zeros(20000, 1), torch.tensor([0.5])).sample()
+    assert abs(samples.std().item() - np.exp(0.5)) < 0.05
+
+
+@pytest.mark.parametrize("bad", [{"learning_rate": 0}, {"eval_episodes": 0}, {"network": [64, -1]},
+                                 {"baseline": "critic"}, {"ent_coef": -1.0}])
+def test_invalid_hyperparameters_raise_config_error(bad):
+    with pytest.raises(lp.ConfigError, match="Invalid hyperparameter"):
+        REINFORCE(env_id="CartPole-v1", **bad)
