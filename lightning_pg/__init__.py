@@ -7,12 +7,12 @@ import warnings
 for _message in (".*dataloader_iter.*", "Total length of .* across ranks is zero.*", ".*LeafSpec.*is deprecated.*"):
     warnings.filterwarnings("ignore", message=_message)
 
-from lightning_pg.algorithms import REINFORCE, RLModule
+from lightning_pg.algorithms import A2C, PPO, REINFORCE, OnPolicyModule, RLModule
 from lightning_pg.errors import ConfigError, EnvError, LightningPGError, TrainingDiverged
 from lightning_pg.evaluation import evaluate
 
 __version__ = "0.1.0"
 __all__ = [
-    "REINFORCE", "RLModule", "evaluate",
+    "A2C", "PPO", "REINFORCE", "OnPolicyModule", "RLModule", "evaluate",
     "ConfigError", "EnvError", "LightningPGError", "TrainingDiverged", "__version__",
 ]

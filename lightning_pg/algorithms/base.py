@@ -20,10 +20,12 @@ import pytorch_lightning as pl
 import torch
 from gymnasium import spaces
 from lightning_fabric.utilities.apply_func import move_data_to_device
-from torch import Tensor
+from pytorch_lightning.strategies import SingleDeviceStrategy
+from torch import Tensor, nn
 
 from lightning_pg.envs import check_spaces, make_env
 from lightning_pg.errors import ConfigError, TrainingDiverged
+from lightning_pg.schedules import ScheduleSpec, parse_schedule
 
 EVAL_SEED = 1_000_000  # evaluation episodes start from the same states every time: comparable across evals
 
@@ -49,6 +51,41 @@ def adam(params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, **kwargs)
 
 
+def contiguous(params: list[nn.Parameter]) -> list[nn.Parameter]:
+    """One flat Parameter whose slices ARE ``params``, and whose gradient's slices are their gradients.
+
+    The optimizer, the gradient clipping and the zeroing then each run one kernel on one tensor instead of
+    one per layer: 0.86 vs 1.06 ms per PPO CartPole update here. The module keeps its parameters (they
+    are views now), so forward, state_dict and checkpoints are unchanged. Something that sets the
+    parameters' gradients to None (``module.zero_grad()``, as Lightning does before validation) cuts the
+    gradient views loose: ``relink_gradients`` restores them, and ``gradient_step`` calls it every time.
+    """
+    params = list(params)
+    if len({(p.device, p.dtype) for p in params}) != 1:
+        return params
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    grad = torch.zeros_like(flat)
+    views, offset = [], 0
+    for p in params:
+        n = p.numel()
+        p.data = flat[offset : offset + n].view_as(p)
+        views.append((p, grad[offset : offset + n].view_as(p)))
+        offset += n
+    flat = nn.Parameter(flat)
+    flat.grad_views, flat.grad_buffer = views, grad
+    relink_gradients([flat])
+    return [flat]
+
+
+def relink_gradients(params: list[nn.Parameter]) -> None:
+    for flat in params:
+        views = getattr(flat, "grad_views", None)
+        if views and (flat.grad is not flat.grad_buffer or views[0][0].grad is not views[0][1]):
+            flat.grad = flat.grad_buffer
+            for p, grad in views:
+                p.grad = grad
+
+
 class RLModule(pl.LightningModule):
     """Base class of every lightning_pg algorithm (not used alone).
 
@@ -58,7 +95,7 @@ class RLModule(pl.LightningModule):
         num_envs: environment copies stepped together (>= 1).
         total_timesteps: budget in env steps, summed over envs and ranks; training stops when reached.
         gamma: discount factor in [0, 1].
-        learning_rate: optimizer step size (> 0).
+        learning_rate: optimizer step size (> 0), or ``"lin_X"`` to decay linearly from X to 0.
         eval_every: env steps between evaluations during fit (0: only at the end, -1: never).
         eval_episodes: episodes per evaluation (>= 1).
         network: hidden layer sizes of each MLP, e.g. ``[64, 64]``.
@@ -77,7 +114,7 @@ class RLModule(pl.LightningModule):
         num_envs: int = 1,
         total_timesteps: int = 100_000,
         gamma: float = 0.99,
-        learning_rate: float = 3e-4,
+        learning_rate: float | str = 3e-4,
         eval_every: int = 10_000,
         eval_episodes: int = 10,
         network: list[int] | None = None,
@@ -92,7 +129,8 @@ class RLModule(pl.LightningModule):
         check(isinstance(num_envs, int) and num_envs >= 1, "num_envs", num_envs, "an integer >= 1")
         check(total_timesteps > 0, "total_timesteps", total_timesteps, "a positive number of env steps")
         check(0.0 <= gamma <= 1.0, "gamma", gamma, "in [0, 1]")
-        check(learning_rate > 0, "learning_rate", learning_rate, "> 0")
+        lr = parse_schedule(learning_rate)
+        check(lr is not None and lr(1.0) > 0, "learning_rate", learning_rate, "> 0, or a schedule such as 'lin_1e-3'")
         check(eval_every >= -1, "eval_every", eval_every, "a number of env steps (0: only at the end, -1: never)")
         check(eval_episodes >= 1, "eval_episodes", eval_episodes, "an integer >= 1")
         check(
@@ -105,11 +143,17 @@ class RLModule(pl.LightningModule):
         env = make_env(env_id, env_kwargs)
         self.observation_space, self.action_space = env.observation_space, env.action_space
         env.close()
+        if isinstance(self.action_space, spaces.Box):  # bounds as tensors: forward() clips in exportable code
+            self.register_buffer("action_low", torch.as_tensor(self.action_space.low), persistent=False)
+            self.register_buffer("action_high", torch.as_tensor(self.action_space.high), persistent=False)
+        else:
+            self.action_low = self.action_high = None
         check_spaces(
             type(self).__name__, self.observation_space, self.action_space,
             self.supported_action_spaces, env_id, self.needs_bounded_actions,
         )
 
+        self._direct_steps = False  # set in on_train_start, see gradient_step
         self.num_timesteps = 0  # env steps taken so far, all envs and ranks (SB3's name); checkpointed
         self.stop_signal: int | None = None  # set by the checkpoint callback when Ctrl+C/SIGTERM stopped the fit
         self.last_eval: tuple[float, float] | None = None
@@ -187,13 +231,66 @@ class RLModule(pl.LightningModule):
         if self.budget_reached:
             self.trainer.should_stop = True
 
+    def optimized_parameters(self, module: nn.Module | None = None) -> list[nn.Parameter]:
+        """Parameters to hand the optimizer: one contiguous tensor on a single device (see ``contiguous``).
+
+        Under DDP and other sharding strategies the parameters stay as they are (the strategy owns them).
+        """
+        params = list((module or self).parameters())
+        if self._trainer is not None and isinstance(self.trainer.strategy, SingleDeviceStrategy):
+            return contiguous(params)
+        return params
+
     def gradient_step(self, loss: Tensor, optimizer: Any, max_grad_norm: float | None = None) -> None:
-        """zero_grad, backward, optional norm clipping, step: through Lightning so precision plugins apply."""
-        optimizer.zero_grad(set_to_none=True)
+        """zero_grad, backward, optional norm clipping, step.
+
+        On one device in 32-bit or bf16 precision this calls backward and step directly: Lightning's
+        per-step hooks (on_before_backward, on_before_optimizer_step, ...) cost ~0.1 ms, a tenth of a PPO
+        CartPole update, and do nothing there that these calls don't. Elsewhere (DDP, fp16 with a gradient
+        scaler, ...) it goes through ``manual_backward`` and the LightningOptimizer.
+        """
+        params = optimizer.param_groups[0]["params"] if len(optimizer.param_groups) == 1 else [
+            p for group in optimizer.param_groups for p in group["params"]
+        ]
+        relink_gradients(params)
+        if self._direct_steps:
+            raw = optimizer.optimizer
+            raw.zero_grad(set_to_none=False)
+            loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+            raw.step()
+            self._optimizer_steps.increment_ready()  # keep trainer.global_step = optimizer steps, as
+            self._optimizer_steps.increment_completed()  # LightningOptimizer.step would
+            return
+        optimizer.zero_grad(set_to_none=False)
         self.manual_backward(loss)
         if max_grad_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
+
+    def on_train_start(self) -> None:
+        precision = str(self.trainer.precision)
+        # trainer.global_step counts the optimizer steps LightningOptimizer makes; direct steps count here
+        self._optimizer_steps = getattr(self.trainer.fit_loop.epoch_loop.manual_optimization, "optim_step_progress", None)
+        self._direct_steps = (
+            isinstance(self.trainer.strategy, SingleDeviceStrategy)
+            and precision.startswith(("32", "64", "bf16"))
+            and self._optimizer_steps is not None
+        )
+
+    def progress_remaining(self) -> float:
+        """1 at the start of training, 0 at the budget (the argument of schedules, as in SB3)."""
+        return max(0.0, 1.0 - self.num_timesteps / self.hparams.total_timesteps)
+
+    def scheduled(self, spec: ScheduleSpec) -> float:
+        return parse_schedule(spec)(self.progress_remaining())
+
+    def set_learning_rate(self, optimizer: Any) -> float:
+        lr = self.scheduled(self.hparams.learning_rate)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     def metric_names(self, stats: dict[str, Tensor]) -> dict[str, Tensor]:
         """``loss_policy`` -> ``loss/policy``; any other stat -> ``<algo>/<name>`` (e.g. ``ppo/approx_kl``)."""

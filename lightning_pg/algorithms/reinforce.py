@@ -15,12 +15,12 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_pg.algorithms.base import RLModule, adam, check
+from lightning_pg.algorithms.base import adam, check
+from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
 from lightning_pg.data import EpisodeIterable
-from lightning_pg.networks import ActorCritic
 
 
-class REINFORCE(RLModule):
+class REINFORCE(OnPolicyModule):
     r"""REINFORCE with reward-to-go, for discrete and continuous actions.
 
     Loss per batch of complete episodes (mean over its L steps):
@@ -33,12 +33,8 @@ class REINFORCE(RLModule):
         baseline: ``"value"`` learns V(s) and subtracts it; ``"none"`` is plain REINFORCE.
         normalize_returns: standardize the weights (G − b) over the batch (mean 0, std 1); without a
             baseline this is the classic "normalized returns" trick.
-        ent_coef: entropy bonus, typically 0 to 0.01.
-        vf_coef: weight of the value regression, typically 0.25 to 1.
-        max_grad_norm: clip the global gradient norm (None: no clipping).
-        activation: hidden activation of the MLPs (tanh, relu, elu, gelu, silu).
-        **kwargs: the shared arguments of :class:`~lightning_pg.algorithms.base.RLModule`
-            (env_id, num_envs, total_timesteps, gamma, learning_rate, eval_every, ...).
+        **kwargs: see :class:`~lightning_pg.algorithms.on_policy.OnPolicyModule` (ent_coef, vf_coef,
+            max_grad_norm, activation, ...) and :class:`~lightning_pg.algorithms.base.RLModule`.
 
     Differences from the textbook: the gradient is averaged over steps rather than summed over each
     episode (a constant rescaling that Adam absorbs), and γ^t is dropped from the per-step weight, as in
@@ -51,37 +47,22 @@ class REINFORCE(RLModule):
         env_id: str,
         baseline: Literal["none", "value"] = "value",
         normalize_returns: bool = False,
-        ent_coef: float = 0.0,
-        vf_coef: float = 0.5,
-        max_grad_norm: float | None = None,
-        activation: str = "tanh",
         num_envs: int = 8,
-        learning_rate: float = 1e-3,
+        learning_rate: float | str = 1e-3,
+        max_grad_norm: float | None = None,
+        ortho_init: bool = False,
         **kwargs: Any,
     ):
-        super().__init__(env_id=env_id, num_envs=num_envs, learning_rate=learning_rate, **kwargs)
         check(baseline in ("none", "value"), "baseline", baseline, "'none' or 'value'")
-        check(ent_coef >= 0, "ent_coef", ent_coef, ">= 0")
-        check(vf_coef >= 0, "vf_coef", vf_coef, ">= 0")
-        check(max_grad_norm is None or max_grad_norm > 0, "max_grad_norm", max_grad_norm, "> 0 or null")
-        check(activation in ("tanh", "relu", "elu", "gelu", "silu"), "activation", activation,
-              "one of tanh, relu, elu, gelu, silu")
-        self.policy = ActorCritic(
-            self.observation_space, self.action_space, self.network, activation, with_value=baseline == "value"
-        )
+        super().__init__(env_id=env_id, num_envs=num_envs, learning_rate=learning_rate,
+                         max_grad_norm=max_grad_norm, ortho_init=ortho_init, **kwargs)
+
+    @property
+    def uses_value(self) -> bool:
+        return self.hparams.baseline == "value"
 
     def make_data(self) -> EpisodeIterable:
         return EpisodeIterable(self)
-
-    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        dist = self.policy.dist(obs)
-        return dist.mode() if deterministic else dist.sample()
-
-    def bootstrap_value(self, final_obs: Tensor) -> Tensor:
-        """V(s_final) for a time-limit cut; zero without a baseline."""
-        if self.hparams.baseline == "none":
-            return final_obs.new_zeros(final_obs.shape[0])
-        return self.policy.value(final_obs.to(self.device))
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         obs, actions, returns = batch["obs"], batch["actions"], batch["returns"]
@@ -89,24 +70,26 @@ class REINFORCE(RLModule):
         log_prob, entropy = dist.log_prob(actions), dist.entropy()
         out: dict[str, Tensor] = {}
         baseline = 0.0
-        if self.hparams.baseline == "value":
+        if self.uses_value:
             value = self.policy.value(obs)
             out["loss_value"] = self.hparams.vf_coef * F.mse_loss(value, returns)
-            out["explained_variance"] = 1 - (returns - value).var() / returns.var().clamp_min(1e-8)
+            out["explained_variance"] = explained_variance(value.detach(), returns)
             baseline = value.detach()
         weight = returns - baseline
         if self.hparams.normalize_returns and weight.numel() > 1:
             weight = (weight - weight.mean()) / (weight.std() + 1e-8)
         out["loss_policy"] = -(log_prob * weight).mean()  # the policy gradient theorem, as on the slide
         out["loss_entropy"] = -self.hparams.ent_coef * entropy.mean()
-        out["entropy"] = entropy.mean()
+        out["entropy"] = entropy.detach().mean()
         return out
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        optimizer = self.optimizers()
+        self.set_learning_rate(optimizer)
         losses = self.loss(batch)
         total = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        self.gradient_step(total, self.optimizers(), self.hparams.max_grad_norm)
+        self.gradient_step(total, optimizer, self.hparams.max_grad_norm)
         return self.metric_names(losses)
 
     def configure_optimizers(self) -> Any:
-        return adam(self.parameters(), self.hparams.learning_rate)
+        return adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate))

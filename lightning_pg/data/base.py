@@ -26,6 +26,7 @@ class EnvIterable(IterableDataset):
         self.module = module
         self.envs = None
         self.obs: np.ndarray | None = None  # latest observation of every env, [num_envs, *obs_shape]
+        self.discounted_return: Tensor | None = None  # per env, for reward normalization
 
     def collect(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -92,6 +93,21 @@ class EnvIterable(IterableDataset):
             f"Fix: the bug is in the environment (run it alone with gymnasium to reproduce); training stopped "
             f"at {self.module.num_timesteps} env steps and the last checkpoint is intact."
         )
+
+    def scale_rewards(self, rewards: torch.Tensor, dones: np.ndarray) -> torch.Tensor:
+        """VecNormalize's reward scaling: each reward divided by the running std of the discounted return."""
+        ret_rms = getattr(self.module, "ret_rms", None)
+        if ret_rms is None:
+            return rewards
+        if self.discounted_return is None:
+            self.discounted_return = torch.zeros(rewards.shape[1], dtype=torch.float64, device=rewards.device)
+        scaled = torch.empty_like(rewards)
+        for t in range(len(rewards)):
+            self.discounted_return = self.discounted_return * self.module.hparams.gamma + rewards[t]
+            ret_rms.update(self.discounted_return)
+            scaled[t] = ret_rms.scale(rewards[t])
+            self.discounted_return[torch.as_tensor(dones[t], device=rewards.device)] = 0.0
+        return scaled
 
     def close(self) -> None:
         if self.envs is not None:

@@ -18,7 +18,8 @@ class EpisodeIterable(EnvIterable):
     short episodes. An env that finishes early keeps stepping (a vector env steps all its envs) and those
     steps are discarded; they still count as env steps taken.
 
-    Batch (flat over the kept steps, ``L`` in all): ``obs [L, *obs_shape]``, ``actions [L, ...]``,
+    Batch (flat over the kept steps, ``L`` in all): ``obs [L, *obs_shape]`` (normalized as the policy saw
+    them), ``actions [L, ...]``,
     ``returns [L]`` (the reward-to-go G_t, see ``returns.discounted_returns``), plus ``env_steps`` and the
     episodes' returns and lengths. On a time-limit cut G bootstraps from ``module.bootstrap_value`` of the
     true final observation (zero when the module has no value function).
@@ -33,16 +34,18 @@ class EpisodeIterable(EnvIterable):
         final_values = torch.zeros(num_envs)
         episode_returns, episode_lengths = [], []
         while playing.any():
-            obs_t = self.as_tensor(obs)
             with torch.no_grad():
-                actions = module.act(obs_t.to(module.device)).cpu()
+                x = module.observe(self.as_tensor(obs).to(module.device))
+                actions = module.policy.dist(x).sample()
             obs, rewards, terminated, truncated, info = self.step(actions)
             ending = playing & (terminated | truncated)
-            rows.append((obs_t, actions, rewards, terminated, ending, playing.copy()))
+            rows.append((x.cpu(), actions.cpu(), rewards, terminated, ending, playing.copy()))
             if ending.any():
                 cut = np.flatnonzero(ending & truncated & ~terminated)
                 if len(cut):
-                    final_values[cut] = module.bootstrap_value(self.as_tensor(self.final_obs(info, cut))).cpu()
+                    with torch.no_grad():
+                        final = module.policy.normalize(self.as_tensor(self.final_obs(info, cut)).to(module.device))
+                        final_values[cut] = module.bootstrap_value(final).cpu()
                 r, n = self.episode_stats(info, np.flatnonzero(ending))
                 episode_returns.append(r)
                 episode_lengths.append(n)
@@ -52,6 +55,7 @@ class EpisodeIterable(EnvIterable):
             torch.stack([torch.as_tensor(np.asarray(row[i])) for row in rows]) for i in range(6)
         )
         next_values = ends.float() * final_values  # only read where an episode is cut by its time limit
+        rewards = self.scale_rewards(rewards, ends.numpy())
         returns = discounted_returns(rewards, next_values, terminated, ends, module.hparams.gamma)
         return {
             "obs": obs_b[keep],

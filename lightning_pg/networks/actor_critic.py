@@ -3,20 +3,23 @@
 Two separate networks over the same observation (Stable-Baselines3's default for MLP policies): sharing a
 body couples the value loss scale to the policy's features.
 
-Shapes: ``obs [B, *obs_shape]``; ``dist(obs)`` is a :class:`Categorical` (actions ``[B]`` long) or a
-:class:`DiagGaussian` with a state-independent log-std (actions ``[B, act_dim]``); ``value(obs) [B]``.
+Shapes: ``obs [B, *obs_shape]``; ``x = normalize(obs)`` (the identity unless observation normalization is
+on); ``dist(x)`` is a :class:`Categorical` (actions ``[B]`` long) or a :class:`DiagGaussian` with a
+state-independent log-std (actions ``[B, act_dim]``); ``value(x) [B]``.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightning_pg.networks.distributions import Categorical, DiagGaussian
 from lightning_pg.networks.encoders import make_encoder
+from lightning_pg.networks.normalize import RunningMeanStd
 
 
 class CategoricalHead(nn.Linear):
@@ -37,7 +40,7 @@ class GaussianHead(nn.Module):
 def policy_head(action_space: spaces.Space, in_features: int, log_std_init: float = 0.0) -> nn.Module:
     if isinstance(action_space, spaces.Discrete):
         return CategoricalHead(in_features, int(action_space.n))
-    return GaussianHead(in_features, int(action_space.shape[0]), log_std_init)
+    return GaussianHead(in_features, int(np.prod(action_space.shape)), log_std_init)
 
 
 class ActorCritic(nn.Module):
@@ -50,22 +53,28 @@ class ActorCritic(nn.Module):
         with_value: bool = True,
         ortho_init: bool = False,
         log_std_init: float = 0.0,
+        normalize_obs: bool = False,
     ):
         super().__init__()
-        self.pi_body, features = make_encoder(observation_space, hidden_sizes, activation)
-        self.pi_head = policy_head(action_space, features, log_std_init)
+        self.obs_rms = RunningMeanStd(observation_space.shape) if normalize_obs else None
+        self.pi_body = make_encoder(observation_space, hidden_sizes, activation)
+        self.pi_head = policy_head(action_space, self.pi_body.out_features, log_std_init)
         self.v_body = self.v_head = None
         if with_value:
-            self.v_body, features = make_encoder(observation_space, hidden_sizes, activation)
-            self.v_head = nn.Linear(features, 1)
+            self.v_body = make_encoder(observation_space, hidden_sizes, activation)
+            self.v_head = nn.Linear(self.v_body.out_features, 1)
         if ortho_init:
             self._orthogonal_init()
 
-    def dist(self, obs: Tensor) -> Categorical | DiagGaussian:
-        return self.pi_head(self.pi_body(obs))
+    def normalize(self, obs: Tensor) -> Tensor:
+        """Observations as the networks see them (running-normalized when that is on)."""
+        return obs if self.obs_rms is None else self.obs_rms.normalize(obs)
 
-    def value(self, obs: Tensor) -> Tensor:
-        return self.v_head(self.v_body(obs)).squeeze(-1)
+    def dist(self, x: Tensor) -> Categorical | DiagGaussian:
+        return self.pi_head(self.pi_body(x))
+
+    def value(self, x: Tensor) -> Tensor:
+        return self.v_head(self.v_body(x)).squeeze(-1)
 
     def _orthogonal_init(self) -> None:
         """PPO's init (Andrychowicz et al. 2021): hidden gain √2, policy output 0.01, value output 1."""

@@ -9,19 +9,32 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor, nn
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
 
 
-def mlp(in_features: int, hidden_sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
-    """Linear + activation per hidden size; ``[]`` gives the identity (a linear policy on raw inputs)."""
-    layers: list[nn.Module] = []
-    for size in hidden_sizes:
-        layers += [nn.Linear(in_features, size), ACTIVATIONS[activation]()]
-        in_features = size
-    return nn.Sequential(*layers)
+class MLP(nn.Module):
+    """Linear + activation per hidden size (``[]``: the identity). Input ``[B, *shape]``, output ``[B, sizes[-1]]``.
+
+    The forward loops over the layers itself instead of chaining modules: one rollout step calls it on a
+    handful of observations, where nn.Sequential's per-module call overhead doubled the time (23 vs 12 us).
+    """
+
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int], activation: str = "tanh"):
+        super().__init__()
+        sizes = [in_features, *hidden_sizes]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.activation = ACTIVATIONS[activation]
+        self.out_features = sizes[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1).float()
+        for layer in self.layers:
+            x = self.activation(F.linear(x, layer.weight, layer.bias))
+        return x
 
 
 def is_image_space(space: spaces.Space) -> bool:
@@ -49,22 +62,12 @@ class NatureCNN(nn.Module):
         return self.fc(self.conv(obs.permute(0, 3, 1, 2).float() / 255.0))
 
 
-class Flatten(nn.Module):
-    """Vector observations of any rank to ``[B, prod(shape)]`` float."""
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return obs.flatten(1).float()
-
-
-def make_encoder(
-    observation_space: spaces.Box, hidden_sizes: Sequence[int], activation: str = "tanh"
-) -> tuple[nn.Module, int]:
+def make_encoder(observation_space: spaces.Box, hidden_sizes: Sequence[int], activation: str = "tanh") -> nn.Module:
+    """An encoder with an ``out_features`` attribute: CNN (+ MLP) for uint8 images, MLP otherwise."""
     if is_image_space(observation_space):
         cnn = NatureCNN(observation_space)
-        return nn.Sequential(cnn, mlp(cnn.out_features, hidden_sizes, activation)), (
-            hidden_sizes[-1] if hidden_sizes else cnn.out_features
-        )
-    in_features = int(np.prod(observation_space.shape))
-    return nn.Sequential(Flatten(), mlp(in_features, hidden_sizes, activation)), (
-        hidden_sizes[-1] if hidden_sizes else in_features
-    )
+        head = MLP(cnn.out_features, hidden_sizes, activation)
+        encoder = nn.Sequential(cnn, head)
+        encoder.out_features = head.out_features
+        return encoder
+    return MLP(int(np.prod(observation_space.shape)), hidden_sizes, activation)

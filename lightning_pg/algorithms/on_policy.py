@@ -1,0 +1,96 @@
+"""The on-policy family (REINFORCE, A2C, PPO): a stochastic policy π(a|s) with a value V(s), trained only
+on data played by the current policy, with the options Stable-Baselines3 users expect (orthogonal init,
+state-independent log-std, observation and reward normalization, linear schedules)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_pg.algorithms.base import RLModule, check
+from lightning_pg.networks import ActorCritic, RunningMeanStd
+from lightning_pg.networks.encoders import ACTIVATIONS
+
+
+class OnPolicyModule(RLModule):
+    """Base of REINFORCE, A2C and PPO (not used alone).
+
+    Args:
+        ent_coef: entropy bonus weight, typically 0 to 0.01.
+        vf_coef: value loss weight, typically 0.25 to 1.
+        max_grad_norm: clip the global gradient norm to this (None: no clipping).
+        activation: hidden activation of the MLPs (tanh, relu, elu, gelu, silu).
+        ortho_init: orthogonal initialization (hidden gain √2, policy 0.01, value 1), as SB3 does.
+        log_std_init: initial log standard deviation of Gaussian policies (continuous actions).
+        normalize_obs: running mean/std observation normalization (SB3's VecNormalize(norm_obs=True));
+            the statistics are checkpointed, and frozen in predict, evaluate and exported policies.
+        normalize_reward: scale rewards by the running std of the discounted return (VecNormalize(norm_reward=True)).
+        **kwargs: the shared arguments of :class:`~lightning_pg.algorithms.base.RLModule`; here
+            ``learning_rate`` may be a schedule, e.g. ``"lin_1e-3"``.
+    """
+
+    uses_value = True  # whether the algorithm learns V(s) (REINFORCE without a baseline does not)
+
+    def __init__(
+        self,
+        env_id: str,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        activation: str = "tanh",
+        ortho_init: bool = True,
+        log_std_init: float = 0.0,
+        normalize_obs: bool = False,
+        normalize_reward: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(env_id=env_id, **kwargs)
+        check(ent_coef >= 0, "ent_coef", ent_coef, ">= 0")
+        check(vf_coef >= 0, "vf_coef", vf_coef, ">= 0")
+        check(max_grad_norm is None or max_grad_norm > 0, "max_grad_norm", max_grad_norm, "> 0 or null")
+        check(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(ACTIVATIONS)}")
+        self.policy = ActorCritic(
+            self.observation_space, self.action_space, self.network, activation, with_value=self.uses_value,
+            ortho_init=ortho_init, log_std_init=log_std_init, normalize_obs=normalize_obs,
+        )
+        self.ret_rms = RunningMeanStd(()) if normalize_reward else None
+
+    # ---- acting -----------------------------------------------------------------------------------------
+    def observe(self, obs: Tensor) -> Tensor:
+        """New observations from training envs: update the running statistics, return them normalized."""
+        if self.policy.obs_rms is not None:
+            self.policy.obs_rms.update(obs)
+        return self.policy.normalize(obs)
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        dist = self.policy.dist(self.policy.normalize(obs))
+        return dist.mode() if deterministic else dist.sample()
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """The deterministic policy as an exportable function: raw observations -> env actions."""
+        action = self.policy.dist(self.policy.normalize(obs)).mode()
+        if self.action_low is not None:
+            action = torch.maximum(torch.minimum(action, self.action_high), self.action_low)
+        return action
+
+    def bootstrap_value(self, x: Tensor) -> Tensor:
+        """V(x) of normalized observations, or zeros when the algorithm learns no value."""
+        if not self.uses_value:
+            return x.new_zeros(x.shape[0])
+        return self.policy.value(x)
+
+    # ---- training helpers -------------------------------------------------------------------------------
+    def normalize_advantages(self, adv: Tensor) -> Tensor:
+        """(A − mean) / (std + 1e-8); finite for a minibatch of one; statistics over all ranks under DDP."""
+        stats = torch.stack([adv.sum(), adv.square().sum(), adv.new_tensor(float(adv.numel()))])
+        if self._trainer is not None and self.trainer.world_size > 1:
+            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
+        mean = stats[0] / stats[2]
+        var = (stats[1] / stats[2] - mean.square()).clamp_min(0.0)
+        return (adv - mean) / (var.sqrt() + 1e-8)
+
+
+def explained_variance(values: Tensor, returns: Tensor) -> Tensor:
+    """1 − Var(R − V) / Var(R): 1 is a perfect critic, 0 no better than a constant, < 0 worse."""
+    return 1 - (returns - values).var() / returns.var().clamp_min(1e-8)

@@ -1,0 +1,151 @@
+r"""PPO: proximal policy optimization with the clipped surrogate (Schulman et al. 2017, https://arxiv.org/abs/1707.06347).
+
+Reuse each rollout for several epochs of minibatch steps without letting the policy move too far from the
+one that collected it: with the probability ratio r_t(θ) = πθ(a_t|s_t) / π_old(a_t|s_t),
+
+    L^CLIP(θ) = E[ min( r_t(θ) Â_t,  clip(r_t(θ), 1 − ε, 1 + ε) Â_t ) ]
+
+maximized together with a value regression and an entropy bonus. Â_t is GAE(λ) from the rollout.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_pg.algorithms.base import adam, check
+from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
+from lightning_pg.data.rollouts import RolloutIterable
+from lightning_pg.schedules import ScheduleSpec, parse_schedule
+
+
+class PPO(OnPolicyModule):
+    """PPO-Clip with Stable-Baselines3's defaults and names (so RL Zoo settings carry over one to one).
+
+    Args:
+        n_steps: steps per env per rollout (>= 1); a rollout is ``n_steps * num_envs`` transitions.
+        batch_size: minibatch size; must divide ``n_steps * num_envs``.
+        n_epochs: passes over each rollout (>= 1). Each rollout makes exactly
+            ``n_epochs * n_steps * num_envs / batch_size`` gradient steps (fewer only with ``target_kl``).
+        gae_lambda: GAE λ in [0, 1] (0.9 to 0.99 typical).
+        clip_range: ε of the clipped ratio, a value or ``"lin_X"`` (0.1 to 0.3 typical).
+        clip_range_vf: clip the value change around the old value by this (None: no value clipping).
+        normalize_advantage: standardize Â per minibatch (finite for a minibatch of one).
+        target_kl: stop the rollout's epochs early once the approximate KL exceeds 1.5 × this (None: off).
+        **kwargs: see :class:`~lightning_pg.algorithms.on_policy.OnPolicyModule` and
+            :class:`~lightning_pg.algorithms.base.RLModule`.
+
+    Logged: ``loss/policy``, ``loss/value``, ``loss/entropy`` (means over the update's minibatches), and
+    after the update, on the whole rollout: ``ppo/approx_kl`` and ``ppo/clip_fraction`` (how far the new
+    policy is from the one that collected the data), ``ppo/entropy``, ``ppo/explained_variance``.
+
+    Differences from SB3: values are computed in one batched pass after the rollout rather than per step
+    (same numbers); a minibatch equal to the whole rollout skips the shuffle (same gradient); approx_kl and
+    clip_fraction are measured once after the update instead of averaged over minibatches; with
+    ``target_kl`` the KL check costs one extra forward per minibatch; a ``batch_size`` that does not
+    divide the rollout is an error instead of a warning and a short last batch.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gae_lambda: float = 0.95,
+        clip_range: ScheduleSpec = 0.2,
+        clip_range_vf: ScheduleSpec | None = None,
+        normalize_advantage: bool = True,
+        target_kl: float | None = None,
+        learning_rate: ScheduleSpec = 3e-4,
+        **kwargs: Any,
+    ):
+        super().__init__(env_id=env_id, learning_rate=learning_rate, **kwargs)
+        rollout = n_steps * self.hparams.num_envs if isinstance(n_steps, int) else 0
+        check(isinstance(n_steps, int) and n_steps >= 1, "n_steps", n_steps, "an integer >= 1")
+        check(isinstance(batch_size, int) and 1 <= batch_size <= rollout, "batch_size", batch_size,
+              f"an integer from 1 to the rollout size n_steps * num_envs = {rollout}")
+        check(rollout % batch_size == 0, "batch_size", batch_size,
+              f"a divisor of the rollout size n_steps * num_envs = {rollout}, so every minibatch is full "
+              f"(e.g. {max(d for d in range(1, min(batch_size, rollout) + 1) if rollout % d == 0)})")
+        check(isinstance(n_epochs, int) and n_epochs >= 1, "n_epochs", n_epochs, "an integer >= 1")
+        check(0.0 <= gae_lambda <= 1.0, "gae_lambda", gae_lambda, "in [0, 1]")
+        for name, spec in (("clip_range", clip_range), ("clip_range_vf", clip_range_vf)):
+            ok = spec is None and name == "clip_range_vf" or (parse_schedule(spec) is not None and parse_schedule(spec)(1.0) > 0)
+            check(ok, name, spec, "> 0, or a schedule such as 'lin_0.2'" + (", or null" if name.endswith("vf") else ""))
+        check(target_kl is None or target_kl > 0, "target_kl", target_kl, "> 0 or null")
+
+    def make_data(self) -> RolloutIterable:
+        return RolloutIterable(self, self.hparams.n_steps)
+
+    def loss(self, mb: dict[str, Tensor], clip: float, clip_vf: float | None) -> dict[str, Tensor]:
+        """The clipped surrogate, value and entropy terms on a minibatch whose advantages are normalized."""
+        dist = self.policy.dist(mb["obs"])
+        values = self.policy.value(mb["obs"])
+        ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])  # r_t(θ) = π(a|s) / π_old(a|s)
+        advantages = mb["advantages"]
+        surrogate = torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+        if clip_vf is not None:  # keep the new value within clip_vf of the value at collection time
+            values = mb["values"] + (values - mb["values"]).clamp(-clip_vf, clip_vf)
+        losses = {
+            "loss_policy": -surrogate.mean(),
+            "loss_value": self.hparams.vf_coef * F.mse_loss(values, mb["returns"]),
+        }
+        if self.hparams.ent_coef > 0:  # with ent_coef 0 the entropy would only add graph nodes
+            losses["loss_entropy"] = -self.hparams.ent_coef * dist.entropy().mean()
+        return losses
+
+    @torch.no_grad()
+    def diagnostics(self, batch: dict[str, Tensor], clip: float) -> dict[str, Tensor]:
+        """How far the update moved the policy, on the whole rollout (one forward, not one per minibatch)."""
+        dist = self.policy.dist(batch["obs"])
+        log_ratio = dist.log_prob(batch["actions"]) - batch["log_probs"]
+        ratio = log_ratio.exp()
+        return {
+            "approx_kl": (ratio - 1 - log_ratio).mean(),  # Schulman's low-variance estimator of KL(old‖new)
+            "clip_fraction": ((ratio - 1).abs() > clip).float().mean(),
+            "entropy": dist.entropy().mean(),
+            "explained_variance": explained_variance(batch["values"], batch["returns"]),
+        }
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        optimizer = self.optimizers()
+        lr = self.set_learning_rate(optimizer)
+        clip = self.scheduled(self.hparams.clip_range)
+        clip_vf = None if self.hparams.clip_range_vf is None else self.scheduled(self.hparams.clip_range_vf)
+        size, batch_size, target_kl = len(batch["obs"]), self.hparams.batch_size, self.hparams.target_kl
+        whole = {**batch, "advantages": self._advantages(batch["advantages"])}
+        history: list[dict[str, Tensor]] = []
+        for _ in range(self.hparams.n_epochs):
+            # a minibatch that is the whole rollout needs no shuffle (same gradient) and no copies
+            order = torch.randperm(size, device=self.device) if batch_size < size else None
+            for start in range(0, size, batch_size):
+                mb = whole if order is None else self._minibatch(batch, order[start : start + batch_size])
+                if target_kl is not None and self.diagnostics(mb, clip)["approx_kl"] > 1.5 * target_kl:
+                    break  # early stop: the policy moved too far from the one that collected the data
+                losses = self.loss(mb, clip, clip_vf)
+                self.gradient_step(sum(losses.values()), optimizer, self.hparams.max_grad_norm)
+                history.append(losses)
+            else:
+                continue
+            break
+        metrics = {k: torch.stack([h[k].detach() for h in history]).mean() for k in history[0]} if history else {}
+        metrics.update(self.diagnostics(batch, clip))
+        metrics.setdefault("loss_entropy", -self.hparams.ent_coef * metrics["entropy"])
+        named = self.metric_names(metrics)
+        named["ppo/learning_rate"] = torch.tensor(lr)
+        named["ppo/clip_range"] = torch.tensor(clip)
+        return named
+
+    def _advantages(self, advantages: Tensor) -> Tensor:
+        return self.normalize_advantages(advantages) if self.hparams.normalize_advantage else advantages
+
+    def _minibatch(self, batch: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
+        mb = {k: batch[k][idx] for k in ("obs", "actions", "log_probs", "values", "advantages", "returns")}
+        mb["advantages"] = self._advantages(mb["advantages"])  # per minibatch, as in SB3
+        return mb
+
+    def configure_optimizers(self) -> Any:
+        return adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate), eps=1e-5)  # SB3's Adam eps
