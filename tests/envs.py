@@ -74,3 +74,98 @@ class Counter(gym.Env):
     def step(self, action):
         self.t += 1
         return np.array([self.t / 10], np.float32), 1.0, False, False, {}
+
+
+class AlternatingEnd(gym.Env):
+    """obs = [t / 10]; reward 1 per step. Even-numbered episodes terminate after 2 steps; odd ones run on
+    until the time limit (use ``max_episode_steps=3``), so one rollout holds terminations and cuts."""
+
+    observation_space = spaces.Box(0.0, np.inf, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self):
+        self.episode = -1
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.episode = 0, self.episode + 1
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.episode % 2 == 0 and self.t == 2
+        return np.array([self.t / 10], np.float32), 1.0, terminated, False, {}
+
+
+class ShortHorizon(gym.Env):
+    """Bootstrapping through the time limit changes the best action.
+
+    Two states, one-hot observed, each episode starts in either with probability 1/2 and lasts ONE step
+    (``max_episode_steps=1``: every episode is cut by the time limit, none terminates). In A, action 0
+    pays 1 and stays in A; action 1 pays 0 and moves to B. In B every action pays 2 and stays in B.
+    With γ = 0.9 the task continues past the cut: V(B) = 20, so in A action 1 (worth 0.9 · 20 = 18) beats
+    action 0 (worth at most 10). An agent that treats the cut as termination sees 1 vs 0 and picks 0.
+    """
+
+    observation_space = spaces.Box(0.0, 1.0, (2,), np.float32)
+
+    def __init__(self, continuous=False):
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32) if continuous else spaces.Discrete(2)
+        self.continuous = continuous
+
+    def _obs(self):
+        return np.array([1.0, 0.0] if self.state == 0 else [0.0, 1.0], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = int(self.np_random.integers(2))
+        return self._obs(), {}
+
+    def step(self, action):
+        go = float(np.asarray(action).reshape(-1)[0]) > 0 if self.continuous else int(action) == 1
+        if self.state == 1:
+            return self._obs(), 2.0, False, False, {}
+        if go:
+            self.state = 1
+            return self._obs(), 0.0, False, False, {}
+        return self._obs(), 1.0, False, False, {}
+
+
+class RecordActions(gym.Env):
+    """A 1-D continuous env in [-2, 2] that records every action it receives (class attribute ``received``)."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = spaces.Box(-2.0, 2.0, (1,), np.float32)
+    received: list = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        RecordActions.received.append(np.array(action, copy=True))
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+
+class PixelCartPole(gym.Wrapper):
+    """CartPole observed through a 64x64 RGB image drawn with numpy (cart column, pole tip row)."""
+
+    def __init__(self):
+        super().__init__(gym.make("CartPole-v1"))
+        self.observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
+
+    def _draw(self, state):
+        image = np.zeros((64, 64, 3), np.uint8)
+        cart = int(np.clip((state[0] + 2.4) / 4.8 * 63, 0, 63))
+        tip = int(np.clip(cart + 20 * np.sin(state[2]), 0, 63))
+        image[48:56, max(cart - 3, 0) : cart + 4, 0] = 255
+        image[20:48, tip, 1] = 255
+        return image
+
+    def reset(self, **kwargs):
+        state, info = self.env.reset(**kwargs)
+        return self._draw(state), info
+
+    def step(self, action):
+        state, reward, terminated, truncated, info = self.env.step(action)
+        return self._draw(state), reward, terminated, truncated, info

@@ -1,0 +1,223 @@
+"""lightning_pg against Stable-Baselines3, side by side in one run: same hyperparameters, seeds and budget.
+
+    pip install -e ".[bench]"            # stable-baselines3, for benchmarks only
+    python benchmarks/vs_sb3.py ppo_cartpole a2c_cartpole --repeats 3 [--steps 100000]
+
+Each case is a config in configs/; SB3 gets the same hyperparameters, translated from the model lightning_pg
+builds from that config (so defaults match too). Runs alternate (ours, SB3, ours, SB3, ...) as whole
+processes, one at a time. For each run it prints:
+
+- process wall time: the whole `python -m lightning_pg fit ...` or SB3 process, start to exit;
+- fit time: the training call alone (Trainer.fit / model.learn), as each process reports it;
+- env steps per second (budget / fit time), and the deterministic evaluation return of the final policy
+  (20 episodes, one fresh env per episode seeded 0..19, the same code for both).
+
+and at the end the median ratio lightning_pg / SB3 of both times per case. Ours runs without periodic
+evaluation, progress bar or logger (SB3's learn() has none of them either); checkpoints are as configured.
+Both use one torch thread (lightning_pg's default for MLP policies on CPU; SB3 is given the same, since
+two threads per process on a busy 2-core machine slowed every small op by up to 80x here).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_EPISODES = 20
+
+
+# ---- SB3 side ------------------------------------------------------------------------------------------
+def _schedule(spec):
+    if isinstance(spec, str) and spec.startswith("lin_"):
+        start = float(spec[4:])
+        return lambda progress_remaining: start * progress_remaining
+    return float(spec)
+
+
+def _policy_kwargs(hp) -> dict:
+    import torch.nn as nn
+
+    activation = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+    net = list(hp["network"] or [64, 64])
+    return dict(net_arch=dict(pi=net, vf=net), activation_fn=activation[hp["activation"]],
+                ortho_init=hp["ortho_init"], log_std_init=hp["log_std_init"])
+
+
+def ppo_kwargs(hp) -> dict:
+    return dict(
+        n_steps=hp["n_steps"], batch_size=hp["batch_size"], n_epochs=hp["n_epochs"], gamma=hp["gamma"],
+        gae_lambda=hp["gae_lambda"], learning_rate=_schedule(hp["learning_rate"]), clip_range=_schedule(hp["clip_range"]),
+        clip_range_vf=None if hp["clip_range_vf"] is None else _schedule(hp["clip_range_vf"]),
+        normalize_advantage=hp["normalize_advantage"], ent_coef=hp["ent_coef"], vf_coef=hp["vf_coef"],
+        max_grad_norm=hp["max_grad_norm"] or 1e9, target_kl=hp["target_kl"], policy_kwargs=_policy_kwargs(hp),
+    )
+
+
+def a2c_kwargs(hp) -> dict:
+    return dict(
+        n_steps=hp["n_steps"], gamma=hp["gamma"], gae_lambda=hp["gae_lambda"], learning_rate=_schedule(hp["learning_rate"]),
+        ent_coef=hp["ent_coef"], vf_coef=hp["vf_coef"], max_grad_norm=hp["max_grad_norm"] or 1e9,
+        use_rms_prop=hp["use_rms_prop"], rms_prop_eps=hp["rms_prop_eps"],
+        normalize_advantage=hp["normalize_advantage"], policy_kwargs=_policy_kwargs(hp),
+    )
+
+
+#: lightning_pg class name -> (SB3 class name, translation of our hyperparameters into SB3's kwargs)
+SB3_ALGOS = {"PPO": ("PPO", ppo_kwargs), "A2C": ("A2C", a2c_kwargs)}
+
+
+def our_hparams(config: str) -> tuple[str, dict]:
+    import lightning_pg
+
+    model_cfg = yaml.safe_load(open(REPO / config))["model"]
+    name = model_cfg["class_path"].rsplit(".", 1)[1]
+    model = getattr(lightning_pg, name)(**model_cfg["init_args"])
+    return name, dict(model.hparams)
+
+
+def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str) -> None:
+    """Train SB3 in this process with our hyperparameters; print the fit time; save the model.
+
+    The hyperparameters come as JSON from the driver, so this process never imports lightning_pg (its
+    import time would be charged to SB3's wall time).
+    """
+    import stable_baselines3
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    import torch
+
+    torch.set_num_threads(1)  # what lightning_pg does for MLP policies on CPU; SB3's docs advise it too
+    hp = json.loads(hparams_json)
+    sb3_name, translate = SB3_ALGOS[name]
+    env = make_vec_env(hp["env_id"], n_envs=hp["num_envs"], seed=seed, env_kwargs=hp["env_kwargs"])
+    if hp.get("normalize_obs") or hp.get("normalize_reward"):
+        env = VecNormalize(env, norm_obs=hp["normalize_obs"], norm_reward=hp["normalize_reward"], gamma=hp["gamma"])
+    model = getattr(stable_baselines3, sb3_name)("MlpPolicy", env, seed=seed, device="cpu", **translate(hp))
+    start = time.perf_counter()
+    model.learn(steps)
+    print(f"FIT_SECONDS {time.perf_counter() - start:.4f}", flush=True)
+    model.save(out)
+    if isinstance(env, VecNormalize):
+        env.save(out + ".vecnormalize.pkl")
+
+
+# ---- shared evaluation -----------------------------------------------------------------------------------
+def evaluate_predict(predict, env_id: str, env_kwargs: dict | None, episodes: int = EVAL_EPISODES) -> float:
+    import gymnasium as gym
+    import numpy as np
+
+    returns = []
+    for i in range(episodes):
+        env = gym.make(env_id, **(env_kwargs or {}))
+        obs, _ = env.reset(seed=i)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(predict(np.asarray(obs)))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        env.close()
+    return float(np.mean(returns))
+
+
+def eval_worker(kind: str, config: str, path: str) -> None:
+    name, hp = our_hparams(config)
+    if kind == "ours":
+        import lightning_pg
+
+        model = getattr(lightning_pg, name).load_from_checkpoint(path)
+        predict = lambda obs: model.predict(obs, deterministic=True)  # noqa: E731
+    else:
+        import stable_baselines3
+
+        model = getattr(stable_baselines3, SB3_ALGOS[name][0]).load(path, device="cpu")
+        norm = None
+        if os.path.exists(path + ".vecnormalize.pkl"):
+            import pickle
+
+            norm = pickle.load(open(path + ".vecnormalize.pkl", "rb"))
+        predict = lambda obs: model.predict(norm.normalize_obs(obs) if norm else obs, deterministic=True)[0]  # noqa: E731
+    print(f"EVAL_RETURN {evaluate_predict(predict, hp['env_id'], hp['env_kwargs']):.3f}", flush=True)
+
+
+# ---- driver ---------------------------------------------------------------------------------------------
+def timed(cmd: list[str], env: dict) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return wall, result.stdout + result.stderr
+
+
+def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict) -> dict:
+    config = f"configs/{case}.yaml"
+    budget = steps or yaml.safe_load(open(REPO / config))["model"]["init_args"]["total_timesteps"]
+    ours_root = tempfile.mkdtemp(prefix=f"{case}_ours_", dir=workdir)
+    ours_cmd = [sys.executable, "-m", "lightning_pg", "fit", "--config", config, "--seed_everything", str(seed),
+                f"--model.total_timesteps={budget}", "--model.eval_every=-1", "--trainer.logger=false",
+                "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", ours_root]
+    sb3_out = os.path.join(tempfile.mkdtemp(prefix=f"{case}_sb3_", dir=workdir), "model")
+    name, hparams = our_hparams(config)
+    sb3_cmd = [sys.executable, __file__, "--sb3-worker", name, json.dumps(hparams), str(budget), str(seed), sb3_out]
+    row = {}
+    for kind, cmd in (("ours", ours_cmd), ("sb3", sb3_cmd)):
+        wall, out = timed(cmd, env)
+        if kind == "ours":
+            fit = float(re.search(r"in ([\d.]+) s of fit", out).group(1))
+            path = os.path.join(ours_root, "checkpoints", "last.ckpt")
+        else:
+            fit = float(re.search(r"FIT_SECONDS ([\d.]+)", out).group(1))
+            path = sb3_out + ".zip"
+        _, eval_out = timed([sys.executable, __file__, "--eval-worker", kind, config, path], env)
+        row[kind] = {"wall": wall, "fit": fit, "sps": budget / fit,
+                     "eval": float(re.search(r"EVAL_RETURN (-?[\d.]+)", eval_out).group(1))}
+    return row
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--sb3-worker"]:
+        return sb3_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    if sys.argv[1:2] == ["--eval-worker"]:
+        return eval_worker(*sys.argv[2:5])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="+", help="config names, e.g. ppo_cartpole a2c_cartpole")
+    parser.add_argument("--steps", type=int, default=None, help="env-step budget (default: the config's)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    workdir = tempfile.mkdtemp(prefix="vs_sb3_")
+    print(f"{'case':16s} {'run':>3s} | {'ours wall':>9s} {'sb3 wall':>9s} {'ratio':>6s} | {'ours fit':>8s} {'sb3 fit':>8s} "
+          f"{'ratio':>6s} | {'ours sps':>8s} {'sb3 sps':>8s} | {'ours eval':>9s} {'sb3 eval':>9s}", flush=True)
+    summary = {}
+    for case in args.cases:
+        ratios = {"wall": [], "fit": []}
+        for run in range(args.repeats):
+            r = run_case(case, args.steps, args.seed + run, workdir, env)
+            o, s = r["ours"], r["sb3"]
+            ratios["wall"].append(o["wall"] / s["wall"])
+            ratios["fit"].append(o["fit"] / s["fit"])
+            print(f"{case:16s} {run:>3d} | {o['wall']:9.2f} {s['wall']:9.2f} {ratios['wall'][-1]:6.2f} | "
+                  f"{o['fit']:8.2f} {s['fit']:8.2f} {ratios['fit'][-1]:6.2f} | {o['sps']:8.0f} {s['sps']:8.0f} | "
+                  f"{o['eval']:9.1f} {s['eval']:9.1f}", flush=True)
+        summary[case] = {k: statistics.median(v) for k, v in ratios.items()}
+    print()
+    for case, med in summary.items():
+        print(f"{case}: median ratio lightning_pg/SB3: process wall {med['wall']:.2f}, fit {med['fit']:.2f}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""A2C and PPO: rollouts, GAE through cuts, action storage, normalization, schedules, update counts, export."""
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import lightning_pg as lp
+from lightning_pg import A2C, PPO
+from tests.envs import RecordActions
+from tests.helpers import ckpt_state, csv_logger, csv_rows, run_cli
+
+
+def _fit(model, tmp_path, **kwargs):
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                         accelerator="cpu", max_epochs=-1, enable_model_summary=False, **kwargs)
+    trainer.fit(model)
+    return trainer
+
+
+def test_rollout_gae_through_a_termination_and_a_time_limit_cut():
+    """One env, 7 steps: episode 0 terminates at t=1; episode 1 is cut by the time limit at t=4."""
+    torch.manual_seed(0)
+    model = PPO(env_id="tests.envs:AlternatingEnd", env_kwargs={"max_episode_steps": 3}, num_envs=1, n_steps=7,
+                batch_size=7, gamma=0.9, gae_lambda=0.8)
+    batch = model.make_data().collect()
+    # observations seen: episode 0: 0, .1 (terminated after this step); episode 1: 0, .1, .2 (cut, true final
+    # obs .3); episode 2: 0, .1 (terminated again, on the rollout's last row)
+    seen = [0.0, 0.1, 0.0, 0.1, 0.2, 0.0, 0.1]
+    torch.testing.assert_close(batch["obs"].squeeze(-1), torch.tensor(seen))
+    with torch.no_grad():
+        value = lambda x: model.policy.value(torch.tensor([[x]])).item()  # noqa: E731
+    v = [value(x) for x in seen]
+    next_v = [value(0.1), 0.0, value(0.1), value(0.2), value(0.3), value(0.1), 0.0]  # 0 where terminated
+    ends = [False, True, False, False, True, False, True]
+    expected, running = [0.0] * 7, 0.0
+    for t in reversed(range(7)):
+        delta = 1.0 + 0.9 * next_v[t] - v[t]
+        running = delta + (0.0 if ends[t] else 0.9 * 0.8 * running)
+        expected[t] = running
+    torch.testing.assert_close(batch["advantages"], torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batch["returns"], batch["advantages"] + torch.tensor(v), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(batch["episode_lengths"], [2, 3, 2])
+
+
+@pytest.mark.parametrize("algo", ["PPO", "A2C"])
+def test_bootstrapping_through_the_time_limit_changes_the_greedy_action(tmp_path, algo):
+    pl.seed_everything(0)
+    kwargs = dict(n_steps=16, batch_size=128, n_epochs=4) if algo == "PPO" else dict(n_steps=8)
+    model = getattr(lp, algo)(env_id="tests.envs:ShortHorizon", env_kwargs={"max_episode_steps": 1}, num_envs=8,
+                              gamma=0.9, learning_rate=3e-3, total_timesteps=25_000, eval_every=-1, **kwargs)
+    _fit(model, tmp_path)
+    with torch.no_grad():
+        v_b = model.policy.value(torch.tensor([[0.0, 1.0]])).item()
+    assert v_b > 12  # V(B) = 2 / (1 - 0.9) = 20 is only learnable by bootstrapping through the cuts
+    assert model.predict(np.array([1.0, 0.0], np.float32)) == 1  # in A, move to B
+
+
+def test_raw_action_is_stored_and_only_the_env_copy_is_clipped():
+    torch.manual_seed(0)
+    RecordActions.received.clear()
+    model = PPO(env_id="tests.envs:RecordActions", num_envs=2, n_steps=50, batch_size=100, log_std_init=1.5)
+    batch = model.make_data().collect()
+    raw = batch["actions"]
+    assert raw.abs().max() > 2.0  # std e^1.5 ≈ 4.5: many samples fall outside [-2, 2]
+    sent = np.concatenate(RecordActions.received)
+    assert np.abs(sent).max() <= 2.0
+    np.testing.assert_allclose(sent.reshape(-1), raw.clamp(-2, 2).reshape(-1).numpy(), rtol=1e-6)
+    with torch.no_grad():  # the stored log-prob is the raw sample's
+        torch.testing.assert_close(model.policy.dist(batch["obs"]).log_prob(raw), batch["log_probs"])
+
+
+def test_advantage_normalization_of_a_single_sample_is_finite(tmp_path):
+    model = PPO(env_id="CartPole-v1", num_envs=1, n_steps=4, batch_size=1, n_epochs=1, total_timesteps=8, eval_every=-1)
+    assert model.normalize_advantages(torch.tensor([3.0])).item() == 0.0
+    trainer = _fit(model, tmp_path)
+    assert trainer.global_step == 8  # 2 rollouts x 4 minibatches of one
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_gradient_steps_per_rollout_are_epochs_times_minibatches(tmp_path):
+    model = PPO(env_id="CartPole-v1", num_envs=4, n_steps=16, batch_size=16, n_epochs=3, total_timesteps=3 * 64,
+                eval_every=-1)
+    trainer = _fit(model, tmp_path)
+    assert model.num_timesteps == 192 and trainer.global_step == 3 * (3 * 64 // 16)
+    a2c = A2C(env_id="CartPole-v1", num_envs=4, n_steps=5, total_timesteps=200, eval_every=-1)
+    assert _fit(a2c, tmp_path).global_step == 10
+
+
+def test_observation_and_reward_statistics_survive_save_and_load_and_freeze_in_evaluation(tmp_path):
+    pl.seed_everything(0)
+    model = PPO(env_id="Pendulum-v1", num_envs=2, n_steps=64, batch_size=64, n_epochs=1, total_timesteps=256,
+                normalize_obs=True, normalize_reward=True, eval_every=-1)
+    trainer = _fit(model, tmp_path)
+    obs_rms, ret_rms = model.policy.obs_rms, model.ret_rms
+    assert obs_rms.count > 256 and not torch.allclose(obs_rms.mean, torch.zeros(3, dtype=torch.float64))
+    assert ret_rms.count > 256 and ret_rms.var != 1.0
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = PPO.load_from_checkpoint(path)
+    for name, value in model.state_dict().items():
+        if "rms" in name:
+            assert torch.equal(value, loaded.state_dict()[name]), name
+    before = {k: v.clone() for k, v in loaded.state_dict().items() if "rms" in k}
+    lp.evaluate(loaded, n_episodes=2)
+    loaded.predict(np.ones((5, 3), np.float32))
+    assert all(torch.equal(before[k], loaded.state_dict()[k]) for k in before)  # frozen outside training
+    obs = np.array([[0.5, -0.5, 1.0]], np.float32)
+    with torch.no_grad():  # predict normalizes with the saved statistics
+        expected = loaded.policy.dist(obs_rms.normalize(torch.as_tensor(obs))).mode().clamp(-2, 2)
+    np.testing.assert_allclose(loaded.predict(obs), expected.numpy(), rtol=1e-5)
+
+
+def test_exported_policy_matches_eager_predict(tmp_path):
+    model = PPO(env_id="Pendulum-v1", normalize_obs=True, num_envs=2, n_steps=32, batch_size=64)
+    model.make_data().collect()  # moves the normalization statistics off their initial values
+    obs = torch.randn(6, 3)
+    exported = torch.export.export(model.eval(), (obs,))
+    np.testing.assert_allclose(exported.module()(obs).detach().numpy(), model.predict(obs.numpy()), rtol=1e-5)
+    scripted = model.to_torchscript(method="trace", example_inputs=obs)
+    np.testing.assert_allclose(scripted(obs).detach().numpy(), model.predict(obs.numpy()), rtol=1e-5)
+
+
+def test_pixel_observations_get_a_cnn_and_train(tmp_path):
+    model = PPO(env_id="tests.envs:PixelCartPole", num_envs=2, n_steps=16, batch_size=16, n_epochs=1,
+                total_timesteps=64, eval_every=-1)
+    assert type(model.policy.pi_body[0]).__name__ == "NatureCNN"
+    before = [p.detach().clone() for p in model.parameters()]
+    _fit(model, tmp_path)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert model.predict(np.zeros((64, 64, 3), np.uint8)).shape == ()
+
+
+def test_resume_continues_the_schedules_and_counters(tmp_path):
+    args = ("--model.total_timesteps=8192", "--model.eval_every=-1", "--model.log_every=256")
+    logger = csv_logger(tmp_path)
+    first = run_cli(*args, "--trainer.max_steps=320", config="configs/ppo_cartpole.yaml", root=tmp_path, logger=logger)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stopped = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    assert stopped["lightning_pg"]["num_timesteps"] == 4096 and stopped["global_step"] == 320
+    second = run_cli(*args, "--ckpt_path=last", config="configs/ppo_cartpole.yaml", root=tmp_path, logger=logger)
+    assert second.returncode == 0, second.stderr[-2000:]
+    done = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    assert done["lightning_pg"]["num_timesteps"] == 8192 and done["global_step"] == 640
+    rows = [r for r in csv_rows(tmp_path)[1] if "ppo/learning_rate" in r]
+    first_row = rows[0]
+    steps = int(float(first_row["time/env_steps"]))
+    assert steps == 4096 + 256
+    # the linear schedules continued from where they stopped (lin_1e-3 and lin_0.2 over 8192 steps, evaluated
+    # after each rollout as SB3 does), not from their start
+    assert float(first_row["ppo/learning_rate"]) == pytest.approx(1e-3 * (1 - steps / 8192), rel=1e-6)
+    assert float(first_row["ppo/clip_range"]) == pytest.approx(0.2 * (1 - steps / 8192), rel=1e-6)
