@@ -209,7 +209,8 @@ class RLModule(pl.LightningModule):
         # Taking `dataloader_iter` turns off Lightning's one-batch prefetch: the next rollout must be
         # collected AFTER this update, with the updated policy (on-policy correctness).
         batch, _, _ = next(dataloader_iter)
-        batch = move_data_to_device(batch, self.device)
+        if self.device.type != "cpu":  # the iterables build batches on the module's device; this is the guard
+            batch = move_data_to_device(batch, self.device)
         before = self.num_timesteps
         self.num_timesteps += self._sum_over_ranks(int(batch.pop("env_steps")))
         self._record_episodes(batch.pop("episode_returns", ()), batch.pop("episode_lengths", ()))

@@ -74,15 +74,15 @@ class RLCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
         steps = pl_module.num_timesteps
+        evaluated = pl_module.evaluated_at != self._seen_eval and self.save_top_k and self.monitor is not None
+        due = crossed(self._saved_at, steps, self.every_n_env_steps) or pl_module.budget_reached
+        if not (evaluated or due or self.stop_signal is not None):
+            return  # the common case, kept cheap: this runs after every batch
         candidates = self._monitor_candidates(trainer)
-        if pl_module.evaluated_at != self._seen_eval and self.monitor in candidates and self.save_top_k:
+        if evaluated and self.monitor in candidates:
             self._seen_eval = pl_module.evaluated_at
             self._save_topk_checkpoint(trainer, candidates)
-        if (
-            crossed(self._saved_at, steps, self.every_n_env_steps)
-            or pl_module.budget_reached
-            or self.stop_signal is not None
-        ):
+        if due or self.stop_signal is not None:
             self._save_last_checkpoint(trainer, candidates)
             self._saved_at = steps
         if self.stop_signal is not None:

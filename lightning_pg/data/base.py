@@ -94,8 +94,11 @@ class EnvIterable(IterableDataset):
             f"at {self.module.num_timesteps} env steps and the last checkpoint is intact."
         )
 
-    def scale_rewards(self, rewards: torch.Tensor, dones: np.ndarray) -> torch.Tensor:
-        """VecNormalize's reward scaling: each reward divided by the running std of the discounted return."""
+    def scale_rewards(self, rewards: Tensor, dones: Any, valid: Tensor | None = None) -> Tensor:
+        """VecNormalize's reward scaling: each reward divided by the running std of the discounted return.
+
+        ``rewards``, ``dones`` and ``valid`` are ``[T, num_envs]``; only valid entries update the statistics.
+        """
         ret_rms = getattr(self.module, "ret_rms", None)
         if ret_rms is None:
             return rewards
@@ -104,7 +107,7 @@ class EnvIterable(IterableDataset):
         scaled = torch.empty_like(rewards)
         for t in range(len(rewards)):
             self.discounted_return = self.discounted_return * self.module.hparams.gamma + rewards[t]
-            ret_rms.update(self.discounted_return)
+            ret_rms.update(self.discounted_return if valid is None else self.discounted_return[valid[t]])
             scaled[t] = ret_rms.scale(rewards[t])
             self.discounted_return[torch.as_tensor(dones[t], device=rewards.device)] = 0.0
         return scaled

@@ -28,6 +28,7 @@ class EpisodeIterable(EnvIterable):
     def collect(self) -> dict[str, Any]:
         module = self.module
         obs = self.reset()
+        self.discounted_return = None  # every episode starts afresh
         num_envs = obs.shape[0]
         playing = np.ones(num_envs, dtype=bool)
         rows: list[tuple] = []
@@ -39,23 +40,26 @@ class EpisodeIterable(EnvIterable):
                 actions = module.policy.dist(x).sample()
             obs, rewards, terminated, truncated, info = self.step(actions)
             ending = playing & (terminated | truncated)
-            rows.append((x.cpu(), actions.cpu(), rewards, terminated, ending, playing.copy()))
+            rows.append((x, actions, rewards, terminated, ending, playing.copy()))
             if ending.any():
                 cut = np.flatnonzero(ending & truncated & ~terminated)
                 if len(cut):
                     with torch.no_grad():
                         final = module.policy.normalize(self.as_tensor(self.final_obs(info, cut)).to(module.device))
-                        final_values[cut] = module.bootstrap_value(final).cpu()
+                        final_values[cut] = module.bootstrap_value(final).to(final_values.device)
                 r, n = self.episode_stats(info, np.flatnonzero(ending))
                 episode_returns.append(r)
                 episode_lengths.append(n)
             playing &= ~ending
 
-        obs_b, actions_b, rewards, terminated, ends, keep = (
-            torch.stack([torch.as_tensor(np.asarray(row[i])) for row in rows]) for i in range(6)
+        device = module.device
+        obs_b, actions_b = (torch.stack([row[i] for row in rows]) for i in range(2))
+        rewards, terminated, ends, keep = (
+            torch.as_tensor(np.stack([row[i] for row in rows]), device=device) for i in range(2, 6)
         )
+        final_values = final_values.to(device)
         next_values = ends.float() * final_values  # only read where an episode is cut by its time limit
-        rewards = self.scale_rewards(rewards, ends.numpy())
+        rewards = self.scale_rewards(rewards, ends, valid=keep)
         returns = discounted_returns(rewards, next_values, terminated, ends, module.hparams.gamma)
         return {
             "obs": obs_b[keep],

@@ -1,0 +1,150 @@
+"""PPO in a bare PyTorch loop: the same math as lightning_pg.PPO, with no Lightning, no CLI, no logger.
+
+    python benchmarks/bare_ppo.py [--config configs/ppo_cartpole.yaml] [--steps 200000] [--seed 0]
+
+It reads the PPO hyperparameters of a config and repeats what the CLI run does, step for step: the same
+vector env, the same networks and init, rollouts with one batched value pass, GAE, n_epochs of minibatch
+steps with fused Adam on contiguous parameters and gradient clipping, linear schedules, a deterministic
+evaluation every eval_every env steps and a checkpoint (torch.save) every checkpoint.every_n_env_steps.
+`benchmarks/lightning_overhead.py` runs it side by side with the CLI; it prints the loop's own time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import yaml
+
+from lightning_pg.algorithms.base import adam, contiguous, crossed
+from lightning_pg.envs import make_vec_env
+from lightning_pg.evaluation import evaluate
+from lightning_pg.networks import ActorCritic
+from lightning_pg.returns import gae
+from lightning_pg.schedules import parse_schedule
+
+DEFAULTS = dict(num_envs=1, n_steps=2048, batch_size=64, n_epochs=10, gamma=0.99, gae_lambda=0.95, learning_rate=3e-4,
+                clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, network=[64, 64], eval_every=10_000,
+                eval_episodes=10, env_kwargs=None)
+
+
+def normalized(a: torch.Tensor) -> torch.Tensor:
+    return (a - a.mean()) / (a.std(unbiased=False) + 1e-8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="configs/ppo_cartpole.yaml")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    start_process = time.perf_counter()
+    config = yaml.safe_load(open(args.config))
+    hp = SimpleNamespace(**{**DEFAULTS, **config["model"]["init_args"]})
+    total = args.steps or hp.total_timesteps
+    ckpt_every = config.get("checkpoint", {}).get("every_n_env_steps", 10_000)
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # as lightning_pg does for MLP policies on CPU
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+
+    envs = make_vec_env(hp.env_id, hp.env_kwargs, hp.num_envs)
+    policy = ActorCritic(envs.single_observation_space, envs.single_action_space, hp.network, "tanh", ortho_init=True)
+    lr, clip = parse_schedule(hp.learning_rate), parse_schedule(hp.clip_range)
+    optimizer = adam(contiguous(list(policy.parameters())), lr(1.0), eps=1e-5)
+    flat = optimizer.param_groups[0]["params"]
+    low = high = None
+    if hasattr(envs.single_action_space, "low"):
+        low, high = envs.single_action_space.low, envs.single_action_space.high
+    evaluator = SimpleNamespace(hparams=SimpleNamespace(env_id=hp.env_id, env_kwargs=hp.env_kwargs))
+
+    @torch.no_grad()
+    def predict(obs, deterministic=True):
+        dist = policy.dist(torch.as_tensor(obs))
+        return dist.mode().numpy() if low is None else np.clip(dist.mode().numpy(), low, high)
+
+    evaluator.predict = predict
+    ckpt_dir = tempfile.mkdtemp(prefix="bare_ppo_")
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    obs, _ = envs.reset(seed=seed)
+    envs.action_space.seed(seed)
+    steps, n, size = 0, hp.n_steps, hp.n_steps * hp.num_envs
+    start_loop = time.perf_counter()
+    while steps < total:
+        # ---- rollout: policy per step, values in one pass afterwards ----
+        xs, actions, log_probs = [], [], []
+        rewards = np.zeros((n, hp.num_envs), np.float32)
+        terminated = np.zeros((n, hp.num_envs), bool)
+        dones = np.zeros((n, hp.num_envs), bool)
+        cut_at, cut_obs = [], []
+        with torch.no_grad():
+            for t in range(n):
+                x = torch.from_numpy(obs)
+                dist = policy.dist(x)
+                action = dist.sample()
+                xs.append(x)
+                actions.append(action)
+                log_probs.append(dist.log_prob(action))
+                env_action = action.numpy() if low is None else np.clip(action.numpy(), low, high)
+                obs, rewards[t], terminated[t], truncated, info = envs.step(env_action)
+                dones[t] = terminated[t] | truncated
+                cut = np.flatnonzero(truncated & ~terminated[t])
+                if len(cut):
+                    cut_at += [(t, i) for i in cut]
+                    cut_obs.append(np.stack([info["final_obs"][i] for i in cut]))
+            values_all = policy.value(torch.cat([*xs, torch.from_numpy(obs), *[torch.from_numpy(c) for c in cut_obs]]))
+            values = values_all[:size].view(n, hp.num_envs)
+            next_values = torch.cat([values[1:], values_all[size : size + hp.num_envs].unsqueeze(0)])
+            if cut_at:
+                ti, ei = zip(*cut_at)
+                next_values[list(ti), list(ei)] = values_all[size + hp.num_envs :]
+            adv, ret = gae(torch.from_numpy(rewards), values, next_values, torch.from_numpy(terminated),
+                           torch.from_numpy(dones), hp.gamma, hp.gae_lambda)
+        before, steps = steps, steps + size
+        batch = dict(obs=torch.cat(xs), actions=torch.cat(actions), log_probs=torch.cat(log_probs),
+                     advantages=adv.reshape(-1), returns=ret.reshape(-1))
+        whole = {**batch, "advantages": normalized(batch["advantages"])}
+
+        # ---- update: n_epochs x minibatches ----
+        progress = max(0.0, 1.0 - steps / total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr(progress)
+        eps = clip(progress)
+        for _ in range(hp.n_epochs):
+            order = torch.randperm(size) if hp.batch_size < size else None
+            for begin in range(0, size, hp.batch_size):
+                if order is None:
+                    mb = whole
+                else:
+                    mb = {k: v[order[begin : begin + hp.batch_size]] for k, v in batch.items()}
+                    mb["advantages"] = normalized(mb["advantages"])
+                a = mb["advantages"]
+                dist = policy.dist(mb["obs"])
+                ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])
+                loss = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean()
+                loss = loss + hp.vf_coef * torch.nn.functional.mse_loss(policy.value(mb["obs"]), mb["returns"])
+                if hp.ent_coef > 0:
+                    loss = loss - hp.ent_coef * dist.entropy().mean()
+                optimizer.zero_grad(set_to_none=False)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(flat, hp.max_grad_norm, foreach=True)
+                optimizer.step()
+
+        # ---- the same evaluation and checkpoint schedule as the CLI run ----
+        if hp.eval_every >= 0 and (crossed(before, steps, hp.eval_every) or steps >= total):
+            evaluate(evaluator, hp.eval_episodes, seed=1_000_000)
+        if crossed(before, steps, ckpt_every) or steps >= total:
+            torch.save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps},
+                       os.path.join(ckpt_dir, "last.ckpt"))
+    loop = time.perf_counter() - start_loop
+    mean, std = evaluate(evaluator, 20, seed=0)
+    print(f"bare PPO: {steps} env steps in {loop:.2f} s of loop ({steps / loop:.0f} env steps/s), "
+          f"process so far {time.perf_counter() - start_process:.2f} s; eval {mean:.1f} ± {std:.1f}")
+
+
+if __name__ == "__main__":
+    main()
