@@ -2,9 +2,10 @@
 
 Defaults a user should not have to write:
 
-- a W&B logger writing under ``--trainer.default_root_dir``, offline unless ``WANDB_MODE`` says otherwise
-  (``wandb sync <root>/wandb/offline-run-*`` uploads later), holding the full config; a resumed run continues
-  the same W&B run id;
+- ``--trainer.logger true`` (the default) is a W&B logger writing under ``--trainer.default_root_dir``,
+  offline unless ``WANDB_MODE`` says otherwise (``wandb sync <root>/wandb/offline-run-*`` uploads later),
+  holding the full config; a resumed run continues the same W&B run id. ``false`` turns logging off; a
+  ``class_path`` (CSVLogger, TensorBoardLogger, a WandbLogger of your own) replaces it;
 - :class:`~lightning_pg.callbacks.RLCheckpoint` as ``--checkpoint.*``: ``last.ckpt`` every N env steps, at
   the end and on Ctrl+C, so ``--ckpt_path last`` continues the last run in that root dir;
 - user mistakes (bad hyperparameters, unknown env, missing checkpoint) print one paragraph, no traceback,
@@ -26,9 +27,8 @@ from lightning_pg.algorithms import RLModule
 from lightning_pg.callbacks import RLCheckpoint
 from lightning_pg.errors import ConfigError, LightningPGError
 
-WANDB = "pytorch_lightning.loggers.WandbLogger"
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "logger": {"class_path": WANDB, "init_args": {"project": "lightning_pg"}},
+    "logger": True,  # Lightning's "the default logger"; here that is W&B in offline mode (default_logger())
     "max_epochs": -1,  # the env-step budget (model.total_timesteps) ends the fit, not epochs
     "num_sanity_val_steps": 0,
 }
@@ -76,22 +76,30 @@ class RLCLI(LightningCLI):
                 "to continue the last run under --trainer.default_root_dir."
             )
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        logger = config.trainer.get("logger")
-        if not (hasattr(logger, "class_path") and logger.class_path.endswith("WandbLogger")):
-            return
-        init = logger.init_args
-        root = config.trainer.get("default_root_dir") or os.getcwd()
-        if init.get("save_dir") in (None, "."):
-            init.save_dir = root
-        os.makedirs(init.save_dir, exist_ok=True)
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        if config.get("logger") in (True, None):
+            config["logger"] = self.default_logger(config)
+        return super()._instantiate_trainer(config, callbacks)
+
+    def default_logger(self, trainer_config: dict[str, Any]) -> Any:
+        """W&B under the run directory, offline unless WANDB_MODE says otherwise, continuing a resumed run.
+
+        Built here rather than declared as a class_path default: resolving WandbLogger's signature costs
+        jsonargparse 0.4 s at every start, also for runs that turn the logger off.
+        """
+        from pytorch_lightning.loggers import WandbLogger
+
+        root = trainer_config.get("default_root_dir") or os.getcwd()
+        os.makedirs(root, exist_ok=True)
+        kwargs: dict[str, Any] = {"save_dir": root, "project": "lightning_pg"}
         if "WANDB_MODE" not in os.environ:
-            init.offline = True
-        if init.get("id") is None and self.subcommand == "fit":
-            init.id = _wandb_run_id(config.get("ckpt_path"), root, config.get("checkpoint"))
-            if init.id is not None:
-                init.resume = "allow"
+            kwargs["offline"] = True
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit":
+            run_id = _wandb_run_id(config.get("ckpt_path"), root, config.get("checkpoint"))
+            if run_id is not None:
+                kwargs.update(id=run_id, resume="allow")
+        return WandbLogger(**kwargs)
 
 
 def _wandb_run_id(ckpt_path: str | None, root: str, checkpoint_cfg: Any) -> str | None:

@@ -262,9 +262,16 @@ class RLModule(pl.LightningModule):
         relink_gradients(params)
         if self._direct_steps:
             raw = optimizer.optimizer
-            raw.zero_grad(set_to_none=False)
+            flat = params[0] if len(params) == 1 and hasattr(params[0], "grad_buffer") else None
+            if flat is not None:  # one in-place zero and a 3-op norm clip on the single flat gradient:
+                flat.grad_buffer.zero_()  # torch's zero_grad and clip_grad_norm_ wrappers took 64 and 158 us
+            else:  # per PPO update here, more than a third of the backward pass itself
+                raw.zero_grad(set_to_none=False)
             loss.backward()
-            if max_grad_norm is not None:
+            if max_grad_norm is not None and flat is not None:
+                grad = flat.grad_buffer
+                grad.mul_(torch.clamp(max_grad_norm / (torch.linalg.vector_norm(grad) + 1e-6), max=1.0))
+            elif max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
             raw.step()
             self._optimizer_steps.increment_ready()  # keep trainer.global_step = optimizer steps, as
