@@ -1,11 +1,14 @@
 """The part every environment-driven iterable shares: owning the vector env and stepping it safely."""
 from __future__ import annotations
 
+import pickle
+import random
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import IterableDataset
 
 from lightning_pg.envs import env_seed, make_vec_env
@@ -13,6 +16,26 @@ from lightning_pg.errors import EnvError
 
 if TYPE_CHECKING:
     from lightning_pg.algorithms.base import RLModule
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python global RNG states, as tensors and tuples of ints."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
 
 
 class EnvIterable(IterableDataset):
@@ -24,6 +47,7 @@ class EnvIterable(IterableDataset):
 
     def __init__(self, module: "RLModule"):
         self.module = module
+        self._warned_unpicklable = False
         self.envs = None
         self.obs: np.ndarray | None = None  # latest observation of every env, [num_envs, *obs_shape]
         self.discounted_return: Tensor | None = None  # per env, for reward normalization
@@ -111,6 +135,40 @@ class EnvIterable(IterableDataset):
             scaled[t] = ret_rms.scale(rewards[t])
             self.discounted_return[torch.as_tensor(dones[t], device=rewards.device)] = 0.0
         return scaled
+
+    # ---- resuming ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue exactly where this one stands (saved by Lightning with the
+        checkpoint, at a batch boundary): every RNG stream, the envs themselves where they pickle (the
+        sub-envs' states and seeds, the action-space sampler, the episode statistics in progress), the
+        latest observations and the reward normalizer's running returns. Tensors and bytes only, so the
+        checkpoint loads with ``torch.load(weights_only=True)``."""
+        state: dict[str, Any] = {"rng": rng_state(), "envs": None, "obs": None, "discounted_return": None}
+        if self.envs is not None:
+            try:
+                state["envs"] = pickle.dumps(self.envs)
+            except Exception as exc:  # noqa: BLE001 - e.g. Box2D worlds: documented fallback below
+                if not self._warned_unpicklable:
+                    self._warned_unpicklable = True
+                    rank_zero_warn(
+                        f"The environment '{self.module.hparams.env_id}' cannot be pickled ({type(exc).__name__}), "
+                        "so checkpoints do not hold its state: a resumed run resets the envs with seeds drawn from "
+                        "the saved RNG (deterministic, but the episodes open at the checkpoint are dropped)."
+                    )
+        if self.obs is not None:
+            state["obs"] = torch.from_numpy(np.array(self.obs))
+        if self.discounted_return is not None:
+            state["discounted_return"] = self.discounted_return.cpu()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(state["rng"])
+        if state.get("envs") is not None:
+            self.close()
+            self.envs = pickle.loads(state["envs"])
+            self.obs = None if state["obs"] is None else state["obs"].numpy()
+        if state.get("discounted_return") is not None:
+            self.discounted_return = state["discounted_return"].to(self.module.device)
 
     def close(self) -> None:
         if self.envs is not None:

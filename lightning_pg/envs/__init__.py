@@ -8,6 +8,7 @@ Episode returns and lengths come from gymnasium's ``RecordEpisodeStatistics`` wr
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any, Sequence
 
@@ -77,8 +78,10 @@ def make_vec_env(
     so uniform random actions (replay warm-up) are reproducible too.
     """
     make_env(env_id, env_kwargs).close()  # fail here, with our message, rather than inside SyncVectorEnv
+    # functools.partial rather than a lambda: the vector env then pickles (checkpoints save env states)
     envs = SyncVectorEnv(
-        [lambda: make_env(env_id, env_kwargs) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
+        [functools.partial(make_env, env_id, env_kwargs) for _ in range(num_envs)],
+        autoreset_mode=AutoresetMode.SAME_STEP,
     )
     envs = RecordEpisodeStatistics(envs)
     if seed is not None:
