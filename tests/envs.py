@@ -169,3 +169,19 @@ class PixelCartPole(gym.Wrapper):
     def step(self, action):
         state, reward, terminated, truncated, info = self.env.step(action)
         return self._draw(state), reward, terminated, truncated, info
+
+
+class RaisesOnReset(NaNAfter):
+    """Raises inside reset()."""
+
+    def reset(self, *, seed=None, options=None):
+        raise ValueError("could not load the level file")
+
+
+class HugeRewardAfter(NaNAfter):
+    """Finite but huge rewards (1e30) after ``steps`` steps: the losses overflow to inf."""
+
+    def step(self, action):
+        self.t += 1
+        reward = 1e30 if self.t >= self.steps else 1.0
+        return np.zeros(2, np.float32), reward, False, self.t % 10 == 0, {}

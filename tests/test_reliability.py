@@ -70,3 +70,71 @@ def test_ctrl_c_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, c
         for key, value in group_a["state"].items():
             for field in value:
                 assert torch.equal(torch.as_tensor(value[field]), torch.as_tensor(group_b["state"][key][field]))
+
+
+def test_sigkill_at_any_moment_never_loses_more_than_a_checkpoint_interval(tmp_path):
+    budget = 25_600
+    args = cli_args(f"--model.total_timesteps={budget}", "--model.eval_every=-1", "--model.log_every=256",
+                    "--checkpoint.every_n_env_steps=256", config="configs/ppo_cartpole.yaml", root=tmp_path,
+                    logger=csv_logger(tmp_path))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    seen = [0]
+    for attempt, delay in enumerate((0.0, 0.35, 0.8, 1.3)):
+        proc = subprocess.Popen(args + (["--ckpt_path=last"] if attempt else []), cwd=REPO, env=cli_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not (last.exists() and ckpt_state(last)["lightning_pg"]["num_timesteps"] > seen[-1]):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(delay)  # kill at different moments: mid-rollout, mid-update, mid-save
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        for path in glob.glob(f"{tmp_path}/checkpoints/*.ckpt"):  # every checkpoint on disk loads
+            torch.load(path, map_location="cpu", weights_only=True)
+        steps = ckpt_state(last)["lightning_pg"]["num_timesteps"]
+        assert seen[-1] < steps < budget  # went forward, not from zero, and was not finished yet
+        seen.append(steps)
+    final = run_cli(f"--model.total_timesteps={budget}", "--model.eval_every=-1", "--checkpoint.every_n_env_steps=256",
+                    "--ckpt_path=last", config="configs/ppo_cartpole.yaml", root=tmp_path)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert ckpt_state(last)["lightning_pg"]["num_timesteps"] >= budget
+
+
+def test_sigterm_saves_and_exits_like_ctrl_c(tmp_path):
+    args = cli_args("--model.total_timesteps=100000000", "--model.log_every=200", config="configs/ppo_cartpole.yaml",
+                    root=tmp_path, logger=csv_logger(tmp_path))
+    proc = subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_progress(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    assert ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] > 0
+
+
+def test_checkpoint_of_another_algorithm_is_refused_and_left_alone(tmp_path):
+    reinforce = tmp_path / "reinforce"
+    assert run_cli("--model.total_timesteps=500", root=reinforce).returncode == 0
+    path = reinforce / "checkpoints" / "last.ckpt"
+    before = path.read_bytes()
+    result = run_cli("--model.total_timesteps=1000", f"--ckpt_path={path}", config="configs/ppo_cartpole.yaml",
+                     root=tmp_path / "ppo")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holds a REINFORCE model, but the config builds PPO" in result.stderr
+    assert path.read_bytes() == before and not (tmp_path / "ppo" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_env_that_raises_in_reset(tmp_path):
+    result = run_cli("--model.env_id=tests.envs:RaisesOnReset", "--model.total_timesteps=500", root=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "raised ValueError in reset(): could not load the level file" in result.stderr
+
+
+def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    result = run_cli("--model.env_id=tests.envs:HugeRewardAfter", "--model.env_kwargs={steps: 3000}",
+                     "--model.total_timesteps=100000", "--model.eval_every=-1", "--checkpoint.every_n_env_steps=500",
+                     "--model.baseline=value", root=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Training diverged at" in result.stderr and "loss/value=inf" in result.stderr
+    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    assert 0 < state["lightning_pg"]["num_timesteps"] < 8 * 3000  # saved before the rewards blew up
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())

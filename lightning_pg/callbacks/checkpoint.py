@@ -6,8 +6,8 @@
 - A signal does not interrupt an update half-way: it is noted, the current batch finishes, ``last.ckpt`` is
   written at that consistent point, and the fit stops. A second Ctrl+C aborts at once (without saving).
 - Files live in ``<default_root_dir>/checkpoints/`` unless ``dirpath`` says otherwise, so that
-  ``--ckpt_path last`` finds them whatever logger is used. Lightning writes each file to a temporary name
-  and renames it, so an interrupted save never leaves a truncated ``last.ckpt``.
+  ``--ckpt_path last`` finds them whatever logger is used. Each file is written under a temporary name,
+  flushed, and renamed over the old one, so a kill at any moment never leaves a truncated ``last.ckpt``.
 - A run that fails (an exception, a non-finite loss) saves nothing: the last good checkpoint stays.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from typing import Any
+from weakref import proxy
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -111,6 +112,26 @@ class RLCheckpoint(ModelCheckpoint):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore_signals()
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        """Write to a temporary file in the same folder, flush it to disk, then rename it over the target.
+
+        A rename within one folder is atomic, so a SIGKILL (or a power cut) at any moment leaves either the
+        previous complete file or the new complete file, never a torn one. (Lightning's own transaction
+        writes through the system temp folder, which is not atomic when that is another filesystem.)
+        """
+        partial = f"{filepath}.partial"
+        trainer.save_checkpoint(partial, self.save_weights_only)
+        if trainer.is_global_zero:
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(partial, filepath)
+        trainer.strategy.barrier()
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     # ---- signals ----------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
