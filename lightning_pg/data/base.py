@@ -143,7 +143,8 @@ class EnvIterable(IterableDataset):
         sub-envs' states and seeds, the action-space sampler, the episode statistics in progress), the
         latest observations and the reward normalizer's running returns. Tensors and bytes only, so the
         checkpoint loads with ``torch.load(weights_only=True)``."""
-        state: dict[str, Any] = {"rng": rng_state(), "envs": None, "obs": None, "discounted_return": None}
+        state: dict[str, Any] = {"rng": rng_state(), "envs": None, "obs": None, "discounted_return": None,
+                                 "env_config": self._env_config()}
         if self.envs is not None:
             try:
                 state["envs"] = pickle.dumps(self.envs)
@@ -163,12 +164,19 @@ class EnvIterable(IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         set_rng_state(state["rng"])
-        if state.get("envs") is not None:
+        if state.get("env_config") != self._env_config():
+            rank_zero_warn("The env settings differ from the checkpoint's (env_id, env_kwargs or num_envs): "
+                           "building fresh envs instead of restoring the saved ones.")
+        elif state.get("envs") is not None:
             self.close()
             self.envs = pickle.loads(state["envs"])
             self.obs = None if state["obs"] is None else state["obs"].numpy()
         if state.get("discounted_return") is not None:
             self.discounted_return = state["discounted_return"].to(self.module.device)
+
+    def _env_config(self) -> str:
+        hp = self.module.hparams
+        return repr((hp.env_id, hp.env_kwargs, hp.num_envs))
 
     def close(self) -> None:
         if self.envs is not None:
