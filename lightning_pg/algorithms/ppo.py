@@ -126,7 +126,10 @@ class PPO(OnPolicyModule):
                 if target_kl is not None and self.diagnostics(mb, clip)["approx_kl"] > 1.5 * target_kl:
                     break  # early stop: the policy moved too far from the one that collected the data
                 losses = self.loss(mb, clip, clip_vf)
-                self.gradient_step(sum(losses.values()), optimizer, self.hparams.max_grad_norm)
+                total = losses["loss_policy"] + losses["loss_value"]
+                if "loss_entropy" in losses:
+                    total = total + losses["loss_entropy"]
+                self.gradient_step(total, optimizer, self.hparams.max_grad_norm)
                 history.append(losses)
             else:
                 continue

@@ -104,7 +104,8 @@ class EnvIterable(IterableDataset):
         return info["episode"]["r"][finished].astype(np.float32), info["episode"]["l"][finished]
 
     def _check_finite(self, array: np.ndarray, what: str) -> None:
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # a sum is NaN or inf when any term is: one reduction instead of an elementwise pass and an all()
+        if array.dtype.kind == "f" and not np.isfinite(array.sum()):
             raise EnvError(
                 f"The environment '{self.module.hparams.env_id}' returned {what} that is NaN or infinite after "
                 f"{self.module.num_timesteps} env steps. Fix: find the cause in the env (or clip/guard it in a "

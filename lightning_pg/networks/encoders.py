@@ -31,7 +31,10 @@ class MLP(nn.Module):
         self.out_features = sizes[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.flatten(1).float()
+        if x.dim() != 2:
+            x = x.flatten(1)
+        if x.dtype != torch.float32:
+            x = x.float()
         for layer in self.layers:
             x = self.activation(F.linear(x, layer.weight, layer.bias))
         return x
