@@ -67,17 +67,9 @@ class A2C(OnPolicyModule):
             "loss_policy": -(dist.log_prob(batch["actions"]) * advantages).mean(),  # actor: follow A(s, a)
             "loss_value": self.hparams.vf_coef * F.mse_loss(values, batch["returns"]),  # critic: fit R
             "loss_entropy": -self.hparams.ent_coef * entropy.mean(),
-            "entropy": entropy.mean(),
+            "entropy": entropy.detach().mean(),
+            "explained_variance": explained_variance(batch["values"], batch["returns"]),
         }
-
-    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        optimizer = self.optimizers()
-        self.set_learning_rate(optimizer)
-        losses = self.loss(batch)
-        total = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        self.gradient_step(total, optimizer, self.hparams.max_grad_norm)
-        losses["explained_variance"] = explained_variance(batch["values"], batch["returns"])
-        return self.metric_names(losses)
 
     def configure_optimizers(self) -> Any:
         lr = self.scheduled(self.hparams.learning_rate)

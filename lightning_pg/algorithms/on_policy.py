@@ -80,7 +80,20 @@ class OnPolicyModule(RLModule):
             return x.new_zeros(x.shape[0])
         return self.policy.value(x)
 
-    # ---- training helpers -------------------------------------------------------------------------------
+    # ---- training ---------------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``loss_*`` terms (summed into the objective) and detached stats; see each algorithm."""
+        raise NotImplementedError
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One gradient step on the whole batch (REINFORCE, A2C; PPO makes several)."""
+        optimizer = self.optimizers()
+        self.set_learning_rate(optimizer)
+        losses = self.loss(batch)
+        total = sum(v for k, v in losses.items() if k.startswith("loss_"))
+        self.gradient_step(total, optimizer, self.hparams.max_grad_norm)
+        return self.metric_names(losses)
+
     def normalize_advantages(self, adv: Tensor) -> Tensor:
         """(A − mean) / (std + 1e-8); finite for a minibatch of one; statistics over all ranks under DDP."""
         stats = torch.stack([adv.sum(), adv.square().sum(), adv.new_tensor(float(adv.numel()))])

@@ -83,13 +83,5 @@ class REINFORCE(OnPolicyModule):
         out["entropy"] = entropy.detach().mean()
         return out
 
-    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        optimizer = self.optimizers()
-        self.set_learning_rate(optimizer)
-        losses = self.loss(batch)
-        total = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        self.gradient_step(total, optimizer, self.hparams.max_grad_norm)
-        return self.metric_names(losses)
-
     def configure_optimizers(self) -> Any:
         return adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate))
