@@ -413,6 +413,9 @@ class RLModule(pl.LightningModule):
             # when another process keeps a core busy, two spinning threads per op made a 64x64 MLP step
             # 80x slower (17 ms instead of 0.2 ms) here. Set OMP_NUM_THREADS to choose otherwise.
             torch.set_num_threads(1)
+        if self.trainer.world_size > 1:  # seed_everything gives every rank the same stream: decorrelate the
+            # ranks' action noise and shuffles (each rank's envs already have their own seeds)
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()) + 7919 * self.global_rank)
         for logger in self.loggers:  # W&B: plot every metric against env steps
             if type(logger).__name__ == "WandbLogger" and self.trainer.is_global_zero:
                 logger.experiment.define_metric("*", step_metric="time/env_steps")

@@ -164,6 +164,12 @@ class EnvIterable(IterableDataset):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.module.trainer.world_size > 1:
+            # the checkpoint holds rank 0's streams only: restoring them on every rank would make all ranks
+            # play the same episodes. Each rank builds fresh envs from its own seed instead.
+            rank_zero_warn("Resuming under a multi-process strategy: envs and RNG streams restart per rank "
+                           "(exact resume is single-process).")
+            return
         set_rng_state(state["rng"])
         if state.get("env_config") != self._env_config():
             rank_zero_warn("The env settings differ from the checkpoint's (env_id, env_kwargs or num_envs): "
