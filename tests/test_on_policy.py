@@ -149,3 +149,13 @@ def test_resume_continues_the_schedules_and_counters(tmp_path):
     # after each rollout as SB3 does), not from their start
     assert float(first_row["ppo/learning_rate"]) == pytest.approx(1e-3 * (1 - steps / 8192), rel=1e-6)
     assert float(first_row["ppo/clip_range"]) == pytest.approx(0.2 * (1 - steps / 8192), rel=1e-6)
+
+
+def test_target_kl_stops_the_epochs_early(tmp_path):
+    full = dict(env_id="CartPole-v1", num_envs=4, n_steps=32, batch_size=32, n_epochs=10, total_timesteps=256,
+                eval_every=-1, learning_rate=3e-3)
+    pl.seed_everything(0)
+    assert _fit(PPO(**full), tmp_path).global_step == 2 * 10 * 4
+    pl.seed_everything(0)
+    early = _fit(PPO(target_kl=1e-4, **full), tmp_path).global_step
+    assert 2 <= early < 2 * 10 * 4  # at least the first minibatch of each rollout, then it stops

@@ -9,7 +9,7 @@ maximized together with a value regression and an entropy bonus. Â_t is GAE(λ)
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -73,8 +73,9 @@ class PPO(OnPolicyModule):
         check(isinstance(n_epochs, int) and n_epochs >= 1, "n_epochs", n_epochs, "an integer >= 1")
         check(0.0 <= gae_lambda <= 1.0, "gae_lambda", gae_lambda, "in [0, 1]")
         for name, spec in (("clip_range", clip_range), ("clip_range_vf", clip_range_vf)):
-            ok = spec is None and name == "clip_range_vf" or (parse_schedule(spec) is not None and parse_schedule(spec)(1.0) > 0)
-            check(ok, name, spec, "> 0, or a schedule such as 'lin_0.2'" + (", or null" if name.endswith("vf") else ""))
+            schedule = parse_schedule(spec) if spec is not None else None
+            ok = (spec is None and name == "clip_range_vf") or (schedule is not None and schedule(1.0) > 0)
+            check(ok, name, spec, "> 0, or a schedule such as 'lin_0.2'" + (", or null" if spec is None else ""))
         check(target_kl is None or target_kl > 0, "target_kl", target_kl, "> 0 or null")
 
     def make_data(self) -> RolloutIterable:
@@ -115,40 +116,43 @@ class PPO(OnPolicyModule):
         lr = self.set_learning_rate(optimizer)
         clip = self.scheduled(self.hparams.clip_range)
         clip_vf = None if self.hparams.clip_range_vf is None else self.scheduled(self.hparams.clip_range_vf)
-        size, batch_size, target_kl = len(batch["obs"]), self.hparams.batch_size, self.hparams.target_kl
-        whole = {**batch, "advantages": self._advantages(batch["advantages"])}
-        history: list[dict[str, Tensor]] = []
-        for _ in range(self.hparams.n_epochs):
-            # a minibatch that is the whole rollout needs no shuffle (same gradient) and no copies
-            order = torch.randperm(size, device=self.device) if batch_size < size else None
-            for start in range(0, size, batch_size):
-                mb = whole if order is None else self._minibatch(batch, order[start : start + batch_size])
-                if target_kl is not None and self.diagnostics(mb, clip)["approx_kl"] > 1.5 * target_kl:
-                    break  # early stop: the policy moved too far from the one that collected the data
-                losses = self.loss(mb, clip, clip_vf)
-                total = losses["loss_policy"] + losses["loss_value"]
-                if "loss_entropy" in losses:
-                    total = total + losses["loss_entropy"]
-                self.gradient_step(total, optimizer, self.hparams.max_grad_norm)
-                history.append(losses)
-            else:
-                continue
-            break
+        target_kl, history = self.hparams.target_kl, []
+        for mb in self.minibatches(batch):
+            if target_kl is not None and self.diagnostics(mb, clip)["approx_kl"] > 1.5 * target_kl:
+                break  # early stop: the policy moved too far from the one that collected the data (as SB3)
+            losses = self.loss(mb, clip, clip_vf)
+            self.gradient_step(sum(losses.values()), optimizer, self.hparams.max_grad_norm)
+            history.append(losses)
         metrics = {k: torch.stack([h[k].detach() for h in history]).mean() for k in history[0]} if history else {}
         metrics.update(self.diagnostics(batch, clip))
         metrics.setdefault("loss_entropy", -self.hparams.ent_coef * metrics["entropy"])
         named = self.metric_names(metrics)
-        named["ppo/learning_rate"] = torch.tensor(lr)
-        named["ppo/clip_range"] = torch.tensor(clip)
+        named["ppo/learning_rate"], named["ppo/clip_range"] = torch.tensor(lr), torch.tensor(clip)
         return named
+
+    def minibatches(self, batch: dict[str, Tensor]) -> Iterator[dict[str, Tensor]]:
+        """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch.
+
+        A minibatch that is the whole rollout (the CartPole zoo setting) needs no shuffle (same gradient),
+        no copies, and its advantages normalized only once.
+        """
+        size, batch_size = len(batch["obs"]), self.hparams.batch_size
+        keys = ("obs", "actions", "log_probs", "values", "advantages", "returns")
+        whole = None
+        for _ in range(self.hparams.n_epochs):
+            if batch_size == size:
+                whole = whole or {**batch, "advantages": self._advantages(batch["advantages"])}
+                yield whole
+                continue
+            order = torch.randperm(size, device=self.device)
+            for start in range(0, size, batch_size):
+                mb = {k: batch[k][order[start : start + batch_size]] for k in keys}
+                mb["advantages"] = self._advantages(mb["advantages"])
+                yield mb
 
     def _advantages(self, advantages: Tensor) -> Tensor:
         return self.normalize_advantages(advantages) if self.hparams.normalize_advantage else advantages
 
-    def _minibatch(self, batch: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
-        mb = {k: batch[k][idx] for k in ("obs", "actions", "log_probs", "values", "advantages", "returns")}
-        mb["advantages"] = self._advantages(mb["advantages"])  # per minibatch, as in SB3
-        return mb
-
     def configure_optimizers(self) -> Any:
-        return adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate), eps=1e-5)  # SB3's Adam eps
+        # eps 1e-5: Stable-Baselines3's Adam setting for PPO
+        return adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate), eps=1e-5)
