@@ -27,6 +27,19 @@ def _cut_mask(dones: Tensor) -> Tensor:
     return keep
 
 
+def _backward_scan(base: Tensor, coef: Tensor) -> Tensor:
+    """x_t = base_t + coef_t · x_{t+1}, from the last row back (x_T = 0): the recursion of every return.
+
+    One fused multiply-add per row on views of the inputs; the rows are stacked once at the end.
+    """
+    running = torch.zeros_like(base[0])
+    rows = []
+    for b, c in zip(reversed(base.unbind(0)), reversed(coef.unbind(0))):
+        running = torch.addcmul(b, c, running)
+        rows.append(running)
+    return torch.stack(rows[::-1])
+
+
 def discounted_returns(
     rewards: Tensor, next_values: Tensor, terminated: Tensor, dones: Tensor, gamma: float
 ) -> Tensor:
@@ -39,13 +52,8 @@ def discounted_returns(
     Shapes: every argument ``[T, ...]``; returns ``[T, ...]`` (float).
     """
     keep = _cut_mask(dones)
-    alive = 1.0 - terminated.float()
-    returns = torch.empty_like(rewards, dtype=torch.float32)
-    future = torch.zeros_like(returns[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        future = rewards[t] + gamma * alive[t] * (keep[t] * future + (1.0 - keep[t]) * next_values[t])
-        returns[t] = future
-    return returns
+    alive = gamma * (1.0 - terminated.float())
+    return _backward_scan(rewards + alive * (1.0 - keep) * next_values, alive * keep)
 
 
 def gae(
@@ -66,13 +74,8 @@ def gae(
     Shapes: every argument ``[T, ...]`` with ``values[t] = V(s_t)``. Returns ``(advantages, returns)``,
     both ``[T, ...]``, where ``returns = advantages + values`` is the value target (the λ-return).
     """
-    keep = _cut_mask(dones)
     deltas = rewards + gamma * (1.0 - terminated.float()) * next_values - values
-    advantages = torch.empty_like(deltas)
-    running = torch.zeros_like(deltas[0])
-    for t in range(deltas.shape[0] - 1, -1, -1):
-        running = deltas[t] + gamma * gae_lambda * keep[t] * running
-        advantages[t] = running
+    advantages = _backward_scan(deltas, gamma * gae_lambda * _cut_mask(dones))
     return advantages, advantages + values
 
 
