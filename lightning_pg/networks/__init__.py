@@ -1,7 +1,12 @@
-"""Networks: encoders (MLP, CNN), action distributions, policy and value heads."""
+"""Networks: encoders (MLP, CNN), action distributions, policy and value heads, actors and Q critics."""
 from lightning_pg.networks.actor_critic import ActorCritic
-from lightning_pg.networks.distributions import Categorical, DiagGaussian
+from lightning_pg.networks.actors import DeterministicActor, TanhGaussianActor
+from lightning_pg.networks.critics import QCritics
+from lightning_pg.networks.distributions import Categorical, DiagGaussian, TanhGaussian
 from lightning_pg.networks.encoders import MLP, NatureCNN, make_encoder
 from lightning_pg.networks.normalize import RunningMeanStd
 
-__all__ = ["ActorCritic", "Categorical", "DiagGaussian", "MLP", "NatureCNN", "RunningMeanStd", "make_encoder"]
+__all__ = [
+    "ActorCritic", "Categorical", "DeterministicActor", "DiagGaussian", "MLP", "NatureCNN", "QCritics",
+    "RunningMeanStd", "TanhGaussian", "TanhGaussianActor", "make_encoder",
+]

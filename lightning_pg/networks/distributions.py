@@ -55,3 +55,35 @@ class DiagGaussian:
 
     def mode(self) -> Tensor:
         return self.mean
+
+
+_LOG_2 = math.log(2.0)
+
+
+class TanhGaussian:
+    r"""a = tanh(u), u ~ N(mean, diag(exp(log_std)²)): SAC's squashed Gaussian. Shapes: mean, log_std ``[B, d]``.
+
+    Change of variables: :math:`\log\pi(a|s) = \sum_i [\log\mathcal N(u_i) - \log(1 - \tanh^2 u_i)]`, with the
+    numerically stable :math:`\log(1 - \tanh^2 u) = 2(\log 2 - u - \mathrm{softplus}(-2u))`: finite for any
+    u, where ``log(1 - a**2)`` is -inf once tanh rounds to ±1 (|u| > 9 in float32) and ``atanh`` of a clipped
+    action is wrong there. The log-prob is computed from u, never from a.
+    """
+
+    def __init__(self, mean: Tensor, log_std: Tensor):
+        self.mean = mean.float()
+        self.log_std = log_std.float()
+
+    def rsample(self) -> tuple[Tensor, Tensor]:
+        """A reparameterized action ``[B, d]`` (gradients flow into mean and log_std) and its log-prob ``[B]``."""
+        u = self.mean + self.log_std.exp() * torch.randn_like(self.mean)
+        return torch.tanh(u), self.log_prob_pre_tanh(u)
+
+    def log_prob_pre_tanh(self, u: Tensor) -> Tensor:
+        """log π(tanh(u)|s) for pre-squash samples ``u [B, d]``; returns ``[B]``."""
+        z = (u - self.mean) * torch.exp(-self.log_std)
+        gaussian = -0.5 * z.square() - self.log_std - _LOG_SQRT_2PI
+        log_det = 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))  # log(1 - tanh(u)^2), stable
+        return (gaussian - log_det).sum(-1)
+
+    def mode(self) -> Tensor:
+        return torch.tanh(self.mean)
