@@ -1,0 +1,127 @@
+"""Replay data for DDPG, TD3 and SAC: a ring buffer in preallocated tensors, and the iterable that fills it."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_pg.data.base import EnvIterable
+
+if TYPE_CHECKING:
+    from lightning_pg.algorithms.off_policy import OffPolicyModule
+
+WARMUP_CHUNK = 1_000  # random warm-up steps per batch: few Lightning steps, yet the progress bar moves
+
+
+class ReplayBuffer:
+    """Transitions (s, a, r, s') in preallocated tensors of ``capacity`` rows; the oldest are overwritten.
+
+    Fields, row i one transition: ``obs [N, *obs_shape]``, ``actions [N, d]`` (the actor's [-1, 1] scale),
+    ``rewards [N]``, ``next_obs [N, *obs_shape]`` (the TRUE next observation: on a time-limit cut the
+    episode's final observation, not the first one of the next episode), ``terminated [N]`` and
+    ``truncated [N]`` (bool, kept apart: only termination cuts the bootstrap). Float observations are stored
+    as float32. ``pos`` is the next row to write, ``size`` the rows filled.
+    """
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype, act_dim: int):
+        obs_dtype = torch.float32 if obs_dtype.is_floating_point else obs_dtype
+        self.capacity, self.pos, self.size = capacity, 0, 0
+        self.data = {
+            "obs": torch.zeros(capacity, *obs_shape, dtype=obs_dtype),
+            "actions": torch.zeros(capacity, act_dim),
+            "rewards": torch.zeros(capacity),
+            "next_obs": torch.zeros(capacity, *obs_shape, dtype=obs_dtype),
+            "terminated": torch.zeros(capacity, dtype=torch.bool),
+            "truncated": torch.zeros(capacity, dtype=torch.bool),
+        }
+
+    def add(self, **rows: Any) -> None:
+        """Append ``n`` transitions: one array or tensor of ``n`` rows per field."""
+        n = len(rows["rewards"])
+        end = self.pos + n
+        where: slice | Tensor = slice(self.pos, end) if end <= self.capacity else torch.arange(self.pos, end) % self.capacity
+        for key, value in rows.items():
+            self.data[key][where] = torch.as_tensor(value)
+        self.pos, self.size = end % self.capacity, min(self.size + n, self.capacity)
+
+    def sample(self, n: int) -> dict[str, Tensor]:
+        """``n`` transitions drawn uniformly with replacement (torch's global RNG): ``{field: [n, ...]}``."""
+        index = torch.randint(0, self.size, (n,))
+        return {key: value[index] for key, value in self.data.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position, size and the filled rows (a copy of ``size`` rows, not the whole preallocation)."""
+        filled = {k: v if self.size == self.capacity else v[: self.size].clone() for k, v in self.data.items()}
+        return {"capacity": self.capacity, "pos": self.pos, "size": self.size, **filled}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        size, pos = int(state["size"]), int(state["pos"])
+        if int(state["capacity"]) == self.capacity:  # the same ring: contents and position exactly
+            order, self.pos = torch.arange(size), pos
+        else:  # another buffer_size: keep the newest transitions, oldest first
+            order = torch.cat([torch.arange(pos, size), torch.arange(0, pos)])[-self.capacity:]
+            self.pos = len(order) % self.capacity
+        for key, value in self.data.items():
+            value[: len(order)] = state[key][order]
+        self.size = len(order)
+
+
+class ReplayIterable(EnvIterable):
+    """Each batch: play ``train_freq`` steps of every env, store them, sample ``gradient_steps`` minibatches.
+
+    The first ``learning_starts`` env steps (counted by ``module.num_timesteps``, so a resumed run does not
+    redo them) use uniform random actions from torch's seeded RNG, in batches of up to ``WARMUP_CHUNK`` env
+    steps without updates. After that the module's ``explore(obs)`` acts. Updates start once the buffer holds
+    ``min(learning_starts, batch_size)`` transitions, which only matters after resuming without a saved buffer.
+
+    Batch: ``obs [G, B, *obs_shape]``, ``actions [G, B, d]``, ``rewards``, ``terminated``, ``truncated``
+    ``[G, B]``, ``next_obs [G, B, *obs_shape]`` (G = ``gradient_steps``, B = ``batch_size``; absent while there
+    is nothing to learn from), plus ``env_steps`` and the finished episodes' returns and lengths.
+    """
+
+    def __init__(self, module: "OffPolicyModule"):
+        super().__init__(module)
+        hp = module.hparams
+        space = module.observation_space
+        obs_dtype = torch.from_numpy(np.zeros(0, space.dtype)).dtype
+        self.buffer = ReplayBuffer(hp.buffer_size, space.shape, obs_dtype, module.act_dim)
+        self.min_size = max(1, min(hp.learning_starts, hp.batch_size))
+
+    def collect(self) -> dict[str, Any]:
+        module, hp = self.module, self.module.hparams
+        if self.obs is None:
+            self.reset()
+        warmup = module.num_timesteps < hp.learning_starts
+        num_envs = hp.num_envs
+        steps = math.ceil(min(hp.learning_starts - module.num_timesteps, WARMUP_CHUNK) / num_envs) if warmup else hp.train_freq
+        returns: list[np.ndarray] = []
+        lengths: list[np.ndarray] = []
+        for _ in range(steps):
+            obs = self.as_tensor(self.obs)
+            if warmup:
+                actions = torch.rand(num_envs, module.act_dim) * 2.0 - 1.0
+            else:
+                with torch.no_grad():
+                    actions = module.explore(obs.to(module.device)).cpu()
+            next_obs, rewards, terminated, truncated, info = self.step(actions)
+            ended = np.flatnonzero(terminated | truncated)
+            if len(ended):  # the true last observations replace the reset ones (SAME_STEP autoreset)
+                next_obs = next_obs.copy()
+                next_obs[ended] = self.final_obs(info, ended)
+                episode_returns, episode_lengths = self.episode_stats(info, ended)
+                returns.append(episode_returns)
+                lengths.append(episode_lengths)
+                module.episodes_ended(ended)
+            self.buffer.add(obs=obs, actions=actions, rewards=rewards, next_obs=next_obs, terminated=terminated,
+                            truncated=truncated)
+        batch: dict[str, Any] = {"env_steps": steps * num_envs}
+        if returns:
+            batch["episode_returns"], batch["episode_lengths"] = np.concatenate(returns), np.concatenate(lengths)
+        if not warmup and self.buffer.size >= self.min_size:
+            shape = (hp.gradient_steps, hp.batch_size)
+            sample = self.buffer.sample(shape[0] * shape[1])
+            batch.update({key: value.view(*shape, *value.shape[1:]) for key, value in sample.items()})
+        return batch
