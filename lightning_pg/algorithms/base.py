@@ -282,6 +282,9 @@ class RLModule(pl.LightningModule):
         if max_grad_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
+        # Mixed precision runs the whole training_step in one autocast region, whose cache keeps the low-precision
+        # copy of each weight until the region ends: without this, later forwards in this step use the old weights.
+        torch.clear_autocast_cache()
 
     def on_train_start(self) -> None:
         precision = str(self.trainer.precision)
