@@ -7,12 +7,12 @@ import warnings
 for _message in (".*dataloader_iter.*", "Total length of .* across ranks is zero.*", ".*LeafSpec.*is deprecated.*"):
     warnings.filterwarnings("ignore", message=_message)
 
-from lightning_pg.algorithms import A2C, PPO, REINFORCE, OnPolicyModule, RLModule
+from lightning_pg.algorithms import A2C, DDPG, PPO, REINFORCE, SAC, TD3, OffPolicyModule, OnPolicyModule, RLModule
 from lightning_pg.errors import ConfigError, EnvError, LightningPGError, TrainingDiverged
 from lightning_pg.evaluation import evaluate
 
 __version__ = "0.1.0"
 __all__ = [
-    "A2C", "PPO", "REINFORCE", "OnPolicyModule", "RLModule", "evaluate",
+    "A2C", "PPO", "REINFORCE", "DDPG", "TD3", "SAC", "OnPolicyModule", "OffPolicyModule", "RLModule", "evaluate",
     "ConfigError", "EnvError", "LightningPGError", "TrainingDiverged", "__version__",
 ]

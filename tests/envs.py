@@ -185,3 +185,39 @@ class HugeRewardAfter(NaNAfter):
         self.t += 1
         reward = 1e30 if self.t >= self.steps else 1.0
         return np.zeros(2, np.float32), reward, False, self.t % 10 == 0, {}
+
+
+class NowOrLater(gym.Env):
+    """Continuous 1-D action where bootstrapping through a time limit decides the best first action.
+
+    Step 0 (obs [1, 0]): reward ``a`` (spend now), and the agent saves ``w = (1 - a) / 2`` for later.
+    Every later step (obs [0, w]): reward ``w`` whatever the action; the env never terminates, so under
+    ``max_episode_steps`` every episode is CUT by the time limit. With γ = 0.9:
+
+    - bootstrapping at the cut (right): Q(later) = w / (1 - γ) = 10 w, so Q(start, a) = a + 4.5 (1 - a): a = -1
+    - treating the cut as a termination (wrong, max_episode_steps=2): Q(later) = w, so
+      Q(start, a) = a + 0.45 (1 - a): a = +1
+
+    ``terminate_at``: end the episode with ``terminated=True`` after that many steps instead.
+    """
+
+    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, terminate_at=None):
+        self.terminate_at = terminate_at
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.saved = 0, 0.0
+        return np.array([1.0, 0.0], np.float32), {}
+
+    def step(self, action):
+        a = float(np.clip(action[0], -1.0, 1.0))
+        if self.t == 0:
+            reward, self.saved = a, (1.0 - a) / 2
+        else:
+            reward = self.saved
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t >= self.terminate_at
+        return np.array([0.0, self.saved], np.float32), reward, terminated, False, {}

@@ -14,7 +14,14 @@ from tests.helpers import REPO, ckpt_state, run_cli
 CONFIGS = sorted(Path(p).name for p in glob.glob(str(REPO / "configs" / "*.yaml")))
 
 # A smoke budget per config: enough for a few updates (off-policy configs need to pass learning_starts).
-SMOKE_OVERRIDES = {}
+_OFF_POLICY_SMOKE = ["--model.total_timesteps=400", "--model.learning_starts=300", "--model.batch_size=64"]
+SMOKE_OVERRIDES = {
+    "ddpg_pendulum.yaml": _OFF_POLICY_SMOKE,
+    "td3_pendulum.yaml": _OFF_POLICY_SMOKE,
+    "sac_pendulum.yaml": _OFF_POLICY_SMOKE,
+    "sac_halfcheetah.yaml": [*_OFF_POLICY_SMOKE, "--model.buffer_size=10000"],
+    "td3_halfcheetah.yaml": [*_OFF_POLICY_SMOKE, "--model.buffer_size=10000"],
+}
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -22,6 +29,8 @@ def test_config_runs_through_the_cli(tmp_path, config):
     init = yaml.safe_load((REPO / "configs" / config).read_text())["model"]["init_args"]
     budget = min(init.get("total_timesteps", 100_000), 2_000)
     overrides = SMOKE_OVERRIDES.get(config, [f"--model.total_timesteps={budget}"])
+    budget = min([budget, *(int(o.split("=")[1]) for o in overrides if o.startswith("--model.total_timesteps="))])
+    overridden = {o.split("=")[0].removeprefix("--model.") for o in overrides}
     result = run_cli(*overrides, "--model.eval_episodes=2", config=f"configs/{config}", root=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
@@ -29,7 +38,7 @@ def test_config_runs_through_the_cli(tmp_path, config):
     # every key of the config reached the model unchanged (nothing silently dropped or renamed)
     saved = state["hyper_parameters"]
     for key, value in init.items():
-        if key not in ("total_timesteps", "eval_episodes"):
+        if key not in ("eval_episodes", *overridden):
             assert saved[key] == value, key
 
 

@@ -1,0 +1,101 @@
+r"""DDPG: Deep Deterministic Policy Gradient (Lillicrap et al. 2015, https://arxiv.org/abs/1509.02971).
+
+The lecture's slide, line for line:
+
+    critic:  minimize  (Q(s,a) − (r + γ Q'(s', μ'(s'))))²      on replayed transitions (s, a, r, s')
+    actor:   maximize  Q(s, μ(s))                              ∇θ J ≈ ∇a Q(s,a)|a=μ(s) · ∇θ μ(s)
+
+A deterministic actor a = μ(s), explored with added noise (a = μ(s) + noise), a replay buffer, and target
+networks Q', μ' that trail the learned ones by Polyak averaging.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lightning_pg.algorithms.base import adam, check
+from lightning_pg.algorithms.off_policy import OffPolicyModule
+from lightning_pg.networks import DeterministicActor, QCritics
+from lightning_pg.noise import NOISES
+
+
+class DDPG(OffPolicyModule):
+    r"""DDPG for Box action spaces, with Stable-Baselines3's defaults (its DDPG is TD3 without the tricks).
+
+    One gradient step on a minibatch (``train_step``):
+
+    - critic: ``((Q(s,a) - y)^2).mean()`` with ``y = r + γ (1 − terminated) Q'(s', μ'(s'))`` (no gradient)
+    - actor:  ``-Q(s, μ(s)).mean()`` through the critic, whose weights are frozen for this step
+    - targets: θ' ← (1 − τ) θ' + τ θ for the actor and the critic
+
+    Args:
+        action_noise: exploration noise added to μ(s) while collecting: ``"normal"`` (Gaussian),
+            ``"ornstein-uhlenbeck"`` (temporally correlated, the paper's), or null for none.
+        noise_std: its σ in the [-1, 1] action scale (RL Zoo's ``noise_std``), typically 0.1 to 0.3.
+        activation: hidden activation of the actor and critic MLPs (relu, tanh, elu, gelu, silu).
+        learning_rate: Adam step size of the actor and the critic.
+        network: hidden sizes of the actor and the critic (default [400, 300], the TD3 paper's).
+        **kwargs: the replay settings of :class:`~lightning_pg.algorithms.off_policy.OffPolicyModule`
+            (buffer_size, learning_starts, batch_size, tau, train_freq, gradient_steps) and the shared ones
+            (env_id, gamma, total_timesteps, ...).
+
+    Differences from the paper: no batch normalization, actions are not fed to the critic's second layer
+    (the critic is an MLP over [s, a]), and the defaults are Stable-Baselines3's (lr 1e-3, batch 256,
+    τ = 0.005, Gaussian noise), which learn better than the paper's. ``act()`` is always μ(s): the noise
+    is part of data collection only (``explore``).
+    """
+
+    n_critics = 1  # TD3: 2
+    policy_delay = 1  # TD3: a hyperparameter
+
+    def __init__(
+        self,
+        env_id: str,
+        action_noise: Literal["normal", "ornstein-uhlenbeck"] | None = "normal",
+        noise_std: float = 0.1,
+        activation: str = "relu",
+        learning_rate: float = 1e-3,
+        network: list[int] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(env_id=env_id, learning_rate=learning_rate, network=network or [400, 300], **kwargs)
+        check(action_noise in (None, *NOISES), "action_noise", action_noise, f"one of {sorted(NOISES)} or null")
+        check(noise_std >= 0, "noise_std", noise_std, ">= 0")
+        check(activation in ("tanh", "relu", "elu", "gelu", "silu"), "activation", activation,
+              "one of tanh, relu, elu, gelu, silu")
+        obs_space, act_dim = self.observation_space, self.act_dim
+        self.actor = DeterministicActor(obs_space, act_dim, self.network, activation)
+        self.critic = QCritics(obs_space, act_dim, self.network, self.n_critics, activation)
+        self.actor_target, self.critic_target = self.target_of(self.actor), self.target_of(self.critic)
+        if action_noise is not None:
+            self.noise = NOISES[action_noise](self.hparams.num_envs, act_dim, noise_std)
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        return self.actor(obs)  # a deterministic policy either way; exploration noise is added by explore()
+
+    def target_actions(self, next_obs: Tensor) -> Tensor:
+        """μ'(s'), the target actor's action (TD3 smooths it)."""
+        return self.actor_target(next_obs)
+
+    def train_step(self, b: dict[str, Tensor], optimizers: list[Any]) -> dict[str, Tensor]:
+        actor_optimizer, critic_optimizer = optimizers
+        self.num_updates += 1
+        with torch.no_grad():  # Q'(s', μ'(s')); with twin critics (TD3) the smaller of the two
+            next_q = self.critic_target(b["next_obs"], self.target_actions(b["next_obs"])).min(0).values
+            y = self.td_target(b, next_q)                            # y = r + γ (1 − terminated) Q'(s', μ'(s'))
+        q = self.critic(b["obs"], b["actions"])                      # [n_critics, B]
+        out = {"loss_q": (q - y).square().mean(1).sum(), "q": q.detach().mean()}  # critic: minimize (Q(s,a) − y)²
+        self.gradient_step(out["loss_q"], critic_optimizer)
+        if self.num_updates % self.policy_delay == 0:
+            with self.frozen(self.critic):
+                out["loss_policy"] = -self.critic(b["obs"], self.actor(b["obs"]))[0].mean()  # actor: maximize Q(s, μ(s))
+                self.gradient_step(out["loss_policy"], actor_optimizer)
+            self.polyak(self.actor_target, self.actor)
+            self.polyak(self.critic_target, self.critic)
+        return out
+
+    def configure_optimizers(self) -> Any:
+        lr = self.hparams.learning_rate
+        return [adam(self.actor.parameters(), lr), adam(self.critic.parameters(), lr)]

@@ -1,0 +1,173 @@
+"""The off-policy family's shared part (DDPG, TD3, SAC): replay data, target networks, action scaling, resume.
+
+An algorithm subclasses :class:`OffPolicyModule` and provides ``train_step(minibatch, optimizers)``: ONE
+gradient step of every network on a ``[B]`` minibatch, returning its detached stats (``loss_q``, ...).
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from lightning_pg.algorithms.base import RLModule, check
+from lightning_pg.data.replay import ReplayIterable
+from lightning_pg.errors import EnvError
+from lightning_pg.networks.encoders import is_image_space
+from lightning_pg.noise import ActionNoise
+from lightning_pg.returns import nstep_targets
+from lightning_pg.rng import rng_states, set_rng_states
+
+
+class OffPolicyModule(RLModule):
+    """Base class of DDPG, TD3 and SAC (not used alone).
+
+    Actors act in [-1, 1]^d; ``env_actions`` rescales into the env's Box bounds, and the replay buffer keeps the
+    [-1, 1] actions. A checkpoint holds the replay buffer (contents and position), the exploration noise state,
+    every RNG state and the update count, so a resumed run continues where it stopped: no second random warm-up
+    and no catch-up burst of updates (each batch always runs exactly ``gradient_steps`` updates).
+
+    Args:
+        buffer_size: replay capacity in transitions (>= num_envs); the oldest are overwritten.
+        learning_starts: env steps of uniform random actions before the first update (SB3's name).
+        batch_size: transitions per gradient step.
+        tau: Polyak coefficient of the target networks, θ' ← (1 − τ) θ' + τ θ, in (0, 1].
+        train_freq: steps of the (vector) env between two rounds of updates (>= 1).
+        gradient_steps: gradient steps per round (>= 1): one Lightning ``training_step`` runs them all.
+        save_replay_buffer: keep the buffer in checkpoints (default). Turn off for huge buffers: a resumed run
+            then refills it with the current policy before updating again (said in the log).
+        **kwargs: the shared arguments of :class:`~lightning_pg.algorithms.base.RLModule`.
+    """
+
+    supported_action_spaces = (spaces.Box,)
+    needs_bounded_actions = True
+
+    def __init__(
+        self,
+        env_id: str,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        train_freq: int = 1,
+        gradient_steps: int = 1,
+        save_replay_buffer: bool = True,
+        **kwargs: Any,
+    ):
+        super().__init__(env_id=env_id, **kwargs)
+        num_envs = self.hparams.num_envs
+        check(buffer_size >= num_envs, "buffer_size", buffer_size, f"an integer >= num_envs ({num_envs})")
+        check(learning_starts >= 0, "learning_starts", learning_starts, "an integer >= 0")
+        check(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+        check(0.0 < tau <= 1.0, "tau", tau, "in (0, 1] (1 copies the weights)")
+        check(train_freq >= 1, "train_freq", train_freq, "an integer >= 1")
+        check(gradient_steps >= 1, "gradient_steps", gradient_steps, "an integer >= 1")
+        if is_image_space(self.observation_space) or len(self.action_space.shape) != 1:
+            raise EnvError(
+                f"{type(self).__name__} takes vector observations and a 1-D Box action space, but '{env_id}' has "
+                f"{self.observation_space} and {self.action_space}. Fix: flatten them with a gymnasium wrapper."
+            )
+        self.act_dim = int(self.action_space.shape[0])
+        low, high = self.action_space.low, self.action_space.high
+        self._action_scale, self._action_offset = (high - low) / 2, (high + low) / 2
+        self.noise: ActionNoise | None = None  # exploration noise of deterministic actors
+        self.num_updates = 0  # gradient steps so far (SB3's _n_updates; TD3's policy delay counts them)
+        self.replay: ReplayIterable | None = None
+        self._resume: dict[str, Any] = {}
+
+    # ---- what each algorithm provides -------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Tensor], optimizers: list[Any]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    # ---- acting ---------------------------------------------------------------------------------------------
+    def env_actions(self, actions: Tensor) -> np.ndarray:
+        """[-1, 1] -> the env's bounds (low + (a + 1)(high - low) / 2), clipped against rounding."""
+        scaled = self._action_offset + self._action_scale * actions.detach().cpu().numpy()
+        return np.clip(scaled, self.action_space.low, self.action_space.high)
+
+    def explore(self, obs: Tensor) -> Tensor:
+        """Actions in [-1, 1] while collecting: the stochastic policy, plus exploration noise where there is some."""
+        actions = self.act(obs, deterministic=False)
+        return actions if self.noise is None else (actions + self.noise.sample().to(actions)).clamp(-1.0, 1.0)
+
+    def episodes_ended(self, envs: np.ndarray) -> None:
+        if self.noise is not None:
+            self.noise.reset(envs)
+
+    # ---- learning -------------------------------------------------------------------------------------------
+    def make_data(self) -> ReplayIterable:
+        if self.replay is None:  # a second fit() of this model keeps its buffer
+            self.replay = ReplayIterable(self)
+        state = self._resume.pop("replay_buffer", None)
+        if state is not None:
+            self.replay.buffer.load_state_dict(state)
+        elif self.num_timesteps > 0 and self.replay.buffer.size == 0:
+            rank_zero_info(f"{type(self).__name__}: no replay buffer in the checkpoint (save_replay_buffer=False): "
+                           "refilling it with the current policy, without random warm-up, before updating.")
+        return self.replay
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if "obs" not in batch:  # random warm-up: nothing to learn from yet
+            return {}
+        optimizers = self.optimizers()
+        steps = [self.train_step({k: v[g] for k, v in batch.items()}, optimizers) for g in range(len(batch["obs"]))]
+        if len(steps) == 1:
+            return self.metric_names(steps[0])
+        keys = {k for step in steps for k in step}
+        return self.metric_names({k: torch.stack([s[k] for s in steps if k in s]).mean() for k in keys})
+
+    def td_target(self, batch: dict[str, Tensor], next_values: Tensor) -> Tensor:
+        """y = r + γ (1 − terminated) V(s'): ``returns.nstep_targets`` with n = 1; a time-limit cut bootstraps."""
+        dones = batch["terminated"] | batch["truncated"]
+        return nstep_targets(batch["rewards"], next_values, batch["terminated"], dones, self.hparams.gamma, n=1)
+
+    @staticmethod
+    def target_of(net: nn.Module) -> nn.Module:
+        """A frozen copy of ``net``, moved toward it by :meth:`polyak` only."""
+        return copy.deepcopy(net).requires_grad_(False)
+
+    @torch.no_grad()
+    def polyak(self, target: nn.Module, source: nn.Module) -> None:
+        """θ' ← (1 − τ) θ' + τ θ for every parameter at once."""
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), self.hparams.tau)
+
+    @contextmanager
+    def frozen(self, net: nn.Module) -> Iterator[None]:
+        """No weight gradients for ``net`` (the actor's loss needs dQ/da only, not dQ/dθ)."""
+        net.requires_grad_(False)
+        try:
+            yield
+        finally:
+            net.requires_grad_(True)
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state: dict[str, Any] = {"num_updates": self.num_updates, "rng": rng_states()}
+        if self.noise is not None:
+            state["noise"] = self.noise.state_dict()
+        if self.replay is not None and self.hparams.save_replay_buffer:
+            state["replay_buffer"] = self.replay.buffer.state_dict()
+        checkpoint["off_policy"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["off_policy"]
+        self.num_updates = int(state["num_updates"])
+        if self.noise is not None and "noise" in state:
+            self.noise.load_state_dict(state["noise"])
+        self._resume = {k: state[k] for k in ("rng", "replay_buffer") if k in state}  # applied when training starts
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if not self.hparams.save_replay_buffer:
+            rank_zero_info(f"{type(self).__name__}: save_replay_buffer=False, checkpoints leave the replay buffer out.")
+
+    def on_train_start(self) -> None:
+        if "rng" in self._resume:  # only when training resumes: loading a model to evaluate leaves the RNGs be
+            set_rng_states(self._resume.pop("rng"))
