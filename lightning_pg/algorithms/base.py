@@ -276,12 +276,12 @@ class RLModule(pl.LightningModule):
             raw.step()
             self._optimizer_steps.increment_ready()  # keep trainer.global_step = optimizer steps, as
             self._optimizer_steps.increment_completed()  # LightningOptimizer.step would
-            return
-        optimizer.zero_grad(set_to_none=False)
-        self.manual_backward(loss)
-        if max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
+        else:
+            optimizer.zero_grad(set_to_none=False)
+            self.manual_backward(loss)
+            if max_grad_norm is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
         # Mixed precision runs the whole training_step in one autocast region, whose cache keeps the low-precision
         # copy of each weight until the region ends: without this, later forwards in this step use the old weights.
         torch.clear_autocast_cache()

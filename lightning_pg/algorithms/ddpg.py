@@ -98,4 +98,4 @@ class DDPG(OffPolicyModule):
 
     def configure_optimizers(self) -> Any:
         lr = self.hparams.learning_rate
-        return [adam(self.actor.parameters(), lr), adam(self.critic.parameters(), lr)]
+        return [adam(self.optimized_parameters(self.actor), lr), adam(self.optimized_parameters(self.critic), lr)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ class OffPolicyModule(RLModule):
         gradient_steps: gradient steps per round (>= 1): one Lightning ``training_step`` runs them all.
         save_replay_buffer: keep the buffer in checkpoints (default). Turn off for huge buffers: a resumed run
             then refills it with the current policy before updating again (said in the log).
+        matmul_precision: ``torch.set_float32_matmul_precision`` during fit. ``"medium"`` lets float32 matmuls
+            run in bfloat16 with float32 accumulation (AMX on recent Xeons, tensor cores on GPUs): a SAC update
+            on Pendulum took 5.4 instead of 7.4 ms here, with the same returns (README). ``"highest"``: exact.
         **kwargs: the shared arguments of :class:`~lightning_pg.algorithms.base.RLModule`.
     """
 
@@ -57,6 +60,7 @@ class OffPolicyModule(RLModule):
         train_freq: int = 1,
         gradient_steps: int = 1,
         save_replay_buffer: bool = True,
+        matmul_precision: Literal["highest", "high", "medium"] = "highest",
         **kwargs: Any,
     ):
         super().__init__(env_id=env_id, **kwargs)
@@ -67,6 +71,8 @@ class OffPolicyModule(RLModule):
         check(0.0 < tau <= 1.0, "tau", tau, "in (0, 1] (1 copies the weights)")
         check(train_freq >= 1, "train_freq", train_freq, "an integer >= 1")
         check(gradient_steps >= 1, "gradient_steps", gradient_steps, "an integer >= 1")
+        check(matmul_precision in ("highest", "high", "medium"), "matmul_precision", matmul_precision,
+              "'highest', 'high' or 'medium'")
         if is_image_space(self.observation_space) or len(self.action_space.shape) != 1:
             raise EnvError(
                 f"{type(self).__name__} takes vector observations and a 1-D Box action space, but '{env_id}' has "
@@ -165,9 +171,20 @@ class OffPolicyModule(RLModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
+        self._outer_matmul_precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(self.hparams.matmul_precision)
+        # Adam's state in ReLU MLPs drifts into denormal floats (< 1e-38), and every op touching them slows
+        # down: a SAC update went from 8.2 to 9.5 ms over 3k updates here. Flushing them to 0 changes nothing else.
+        torch.set_flush_denormal(True)
         if not self.hparams.save_replay_buffer:
             rank_zero_info(f"{type(self).__name__}: save_replay_buffer=False, checkpoints leave the replay buffer out.")
 
+    def on_fit_end(self) -> None:
+        super().on_fit_end()
+        torch.set_float32_matmul_precision(self._outer_matmul_precision)
+        torch.set_flush_denormal(False)
+
     def on_train_start(self) -> None:
+        super().on_train_start()
         if "rng" in self._resume:  # only when training resumes: loading a model to evaluate leaves the RNGs be
             set_rng_states(self._resume.pop("rng"))

@@ -102,5 +102,5 @@ class SAC(OffPolicyModule):
 
     def configure_optimizers(self) -> Any:
         lr = self.hparams.learning_rate
-        optimizers = [adam(self.actor.parameters(), lr), adam(self.critic.parameters(), lr)]
+        optimizers = [adam(self.optimized_parameters(self.actor), lr), adam(self.optimized_parameters(self.critic), lr)]
         return optimizers + ([adam([self.log_ent_coef], lr)] if self.log_ent_coef.requires_grad else [])

@@ -5,8 +5,6 @@ Shapes: ``obs [B, *obs_shape]`` (vector observations); actions ``[B, d]`` with `
 - :class:`DeterministicActor` (DDPG, TD3): μ(s) = tanh(MLP(s)), ``forward(obs) -> [B, d]``.
 - :class:`TanhGaussianActor` (SAC): ``forward(obs) ->`` :class:`TanhGaussian` with state-dependent mean and
   log-std (one linear head of width 2d, split in two), log-std clamped to [-20, 2] as in SAC's reference code.
-
-The output heads run in float32 under mixed precision (``encoders.in_fp32``).
 """
 from __future__ import annotations
 
@@ -17,7 +15,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightning_pg.networks.distributions import TanhGaussian
-from lightning_pg.networks.encoders import in_fp32, make_encoder
+from lightning_pg.networks.encoders import make_encoder
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -29,7 +27,7 @@ class DeterministicActor(nn.Module):
         self.head = nn.Linear(self.body.out_features, act_dim)
 
     def forward(self, obs: Tensor) -> Tensor:
-        return torch.tanh(in_fp32(self.head, self.body(obs)))
+        return torch.tanh(self.head(self.body(obs)).float())
 
 
 class TanhGaussianActor(nn.Module):
@@ -39,5 +37,5 @@ class TanhGaussianActor(nn.Module):
         self.head = nn.Linear(self.body.out_features, 2 * act_dim)
 
     def forward(self, obs: Tensor) -> TanhGaussian:
-        mean, log_std = in_fp32(self.head, self.body(obs)).chunk(2, dim=-1)
+        mean, log_std = self.head(self.body(obs)).float().chunk(2, dim=-1)
         return TanhGaussian(mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))

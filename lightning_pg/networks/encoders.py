@@ -5,7 +5,7 @@ maps observations ``[B, *obs_shape]`` to features ``[B, out_features]``.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -74,12 +74,3 @@ def make_encoder(observation_space: spaces.Box, hidden_sizes: Sequence[int], act
         encoder.out_features = head.out_features
         return encoder
     return MLP(int(np.prod(observation_space.shape)), hidden_sizes, activation)
-
-
-def in_fp32(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """``fn(x)`` in float32 even under bf16/fp16 autocast: for output heads (Q values of -1000 would keep ~3
-    significant digits in bf16, and a log-std ~2), at the cost of one small matmul in full precision."""
-    if not torch.is_autocast_enabled(x.device.type):
-        return fn(x)
-    with torch.autocast(x.device.type, enabled=False):
-        return fn(x.float())
