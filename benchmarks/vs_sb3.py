@@ -2,6 +2,8 @@
 
     pip install -e ".[bench]"            # stable-baselines3, for benchmarks only
     python benchmarks/vs_sb3.py ppo_cartpole a2c_cartpole --repeats 3 [--steps 100000]
+    python benchmarks/vs_sb3.py sac_pendulum --steps 5000 --repeats 3
+    python benchmarks/vs_sb3.py td3_pendulum --steps 15000 --repeats 3     # also ddpg_pendulum
 
 Each case is a config in configs/; SB3 gets the same hyperparameters, translated from the model lightning_pg
 builds from that config (so defaults match too). Runs alternate (ours, SB3, ours, SB3, ...) as whole
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -72,8 +75,47 @@ def a2c_kwargs(hp) -> dict:
     )
 
 
+def _off_policy_kwargs(hp) -> dict:
+    import torch.nn as nn
+
+    activation = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+    return dict(
+        learning_rate=_schedule(hp["learning_rate"]), buffer_size=hp["buffer_size"], learning_starts=hp["learning_starts"],
+        batch_size=hp["batch_size"], tau=hp["tau"], gamma=hp["gamma"], train_freq=hp["train_freq"],
+        gradient_steps=hp["gradient_steps"],
+        policy_kwargs=dict(net_arch=list(hp["network"]), activation_fn=activation[hp["activation"]]),
+    )
+
+
+def _action_noise(hp):
+    if hp["action_noise"] is None:
+        return None
+    import gymnasium as gym
+    import numpy as np
+    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+
+    n = gym.make(hp["env_id"], **(hp["env_kwargs"] or {})).action_space.shape[0]
+    noise = NormalActionNoise if hp["action_noise"] == "normal" else OrnsteinUhlenbeckActionNoise
+    return noise(mean=np.zeros(n), sigma=hp["noise_std"] * np.ones(n))
+
+
+def sac_kwargs(hp) -> dict:
+    return dict(**_off_policy_kwargs(hp), ent_coef=hp["ent_coef"], target_entropy=hp["target_entropy"],
+                target_update_interval=hp["target_update_interval"])
+
+
+def ddpg_kwargs(hp) -> dict:
+    return dict(**_off_policy_kwargs(hp), action_noise=_action_noise(hp))
+
+
+def td3_kwargs(hp) -> dict:
+    return dict(**ddpg_kwargs(hp), policy_delay=hp["policy_delay"], target_policy_noise=hp["target_policy_noise"],
+                target_noise_clip=hp["target_noise_clip"])
+
+
 #: lightning_pg class name -> (SB3 class name, translation of our hyperparameters into SB3's kwargs)
-SB3_ALGOS = {"PPO": ("PPO", ppo_kwargs), "A2C": ("A2C", a2c_kwargs)}
+SB3_ALGOS = {"PPO": ("PPO", ppo_kwargs), "A2C": ("A2C", a2c_kwargs), "SAC": ("SAC", sac_kwargs),
+             "TD3": ("TD3", td3_kwargs), "DDPG": ("DDPG", ddpg_kwargs)}
 
 
 def our_hparams(config: str) -> tuple[str, dict]:
@@ -161,13 +203,13 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return wall, result.stdout + result.stderr
 
 
-def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict) -> dict:
+def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, ours_args: list[str] = ()) -> dict:
     config = f"configs/{case}.yaml"
     budget = steps or yaml.safe_load(open(REPO / config))["model"]["init_args"]["total_timesteps"]
     ours_root = tempfile.mkdtemp(prefix=f"{case}_ours_", dir=workdir)
     ours_cmd = [sys.executable, "-m", "lightning_pg", "fit", "--config", config, "--seed_everything", str(seed),
                 f"--model.total_timesteps={budget}", "--model.eval_every=-1", "--trainer.logger=false",
-                "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", ours_root]
+                "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", ours_root, *ours_args]
     sb3_out = os.path.join(tempfile.mkdtemp(prefix=f"{case}_sb3_", dir=workdir), "model")
     name, hparams = our_hparams(config)
     sb3_cmd = [sys.executable, __file__, "--sb3-worker", name, json.dumps(hparams), str(budget), str(seed), sb3_out]
@@ -196,6 +238,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="env-step budget (default: the config's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ours-args", default="",
+                        help="extra CLI args for our runs, e.g. --ours-args='--model.matmul_precision=highest'")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     workdir = tempfile.mkdtemp(prefix="vs_sb3_")
@@ -205,7 +249,7 @@ def main() -> None:
     for case in args.cases:
         ratios = {"wall": [], "fit": []}
         for run in range(args.repeats):
-            r = run_case(case, args.steps, args.seed + run, workdir, env)
+            r = run_case(case, args.steps, args.seed + run, workdir, env, shlex.split(args.ours_args))
             o, s = r["ours"], r["sb3"]
             ratios["wall"].append(o["wall"] / s["wall"])
             ratios["fit"].append(o["fit"] / s["fit"])

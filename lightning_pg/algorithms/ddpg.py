@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from lightning_pg.algorithms.base import adam, check
 from lightning_pg.algorithms.off_policy import OffPolicyModule
-from lightning_pg.networks import DeterministicActor, QCritics
+from lightning_pg.networks import DeterministicActor, QCritics, frozen_copy, no_weight_grads, polyak_update
 from lightning_pg.noise import NOISES
 
 
@@ -68,12 +69,20 @@ class DDPG(OffPolicyModule):
         obs_space, act_dim = self.observation_space, self.act_dim
         self.actor = DeterministicActor(obs_space, act_dim, self.network, activation)
         self.critic = QCritics(obs_space, act_dim, self.network, self.n_critics, activation)
-        self.actor_target, self.critic_target = self.target_of(self.actor), self.target_of(self.critic)
-        if action_noise is not None:
-            self.noise = NOISES[action_noise](self.hparams.num_envs, act_dim, noise_std)
+        self.actor_target, self.critic_target = frozen_copy(self.actor), frozen_copy(self.critic)
+        self.noise = NOISES[action_noise](self.hparams.num_envs, act_dim, noise_std) if action_noise else None
 
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         return self.actor(obs)  # a deterministic policy either way; exploration noise is added by explore()
+
+    def explore(self, obs: Tensor) -> Tensor:
+        """a = μ(s) + noise, clipped to [-1, 1] (used only to collect data)."""
+        actions = self.actor(obs)
+        return actions if self.noise is None else (actions + self.noise.sample().to(actions)).clamp(-1.0, 1.0)
+
+    def episodes_ended(self, envs: np.ndarray) -> None:
+        if self.noise is not None:
+            self.noise.reset(envs)
 
     def target_actions(self, next_obs: Tensor) -> Tensor:
         """μ'(s'), the target actor's action (TD3 smooths it)."""
@@ -89,12 +98,22 @@ class DDPG(OffPolicyModule):
         out = {"loss_q": (q - y).square().mean(1).sum(), "q": q.detach().mean()}  # critic: minimize (Q(s,a) − y)²
         self.gradient_step(out["loss_q"], critic_optimizer)
         if self.num_updates % self.policy_delay == 0:
-            with self.frozen(self.critic):
+            with no_weight_grads(self.critic):
                 out["loss_policy"] = -self.critic(b["obs"], self.actor(b["obs"]))[0].mean()  # actor: maximize Q(s, μ(s))
                 self.gradient_step(out["loss_policy"], actor_optimizer)
-            self.polyak(self.actor_target, self.actor)
-            self.polyak(self.critic_target, self.critic)
+            polyak_update(self.actor_target, self.actor, self.hparams.tau)  # θ' ← (1 − τ) θ' + τ θ
+            polyak_update(self.critic_target, self.critic, self.hparams.tau)
         return out
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.noise is not None:
+            checkpoint["off_policy"]["noise"] = self.noise.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.noise is not None and "noise" in checkpoint["off_policy"]:
+            self.noise.load_state_dict(checkpoint["off_policy"]["noise"])
 
     def configure_optimizers(self) -> Any:
         lr = self.hparams.learning_rate

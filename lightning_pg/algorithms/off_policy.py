@@ -1,25 +1,21 @@
-"""The off-policy family's shared part (DDPG, TD3, SAC): replay data, target networks, action scaling, resume.
+"""The off-policy family's shared part (DDPG, TD3, SAC): replay data, action scaling, one-step targets, resume.
 
-An algorithm subclasses :class:`OffPolicyModule` and provides ``train_step(minibatch, optimizers)``: ONE
-gradient step of every network on a ``[B]`` minibatch, returning its detached stats (``loss_q``, ...).
-"""
+An algorithm provides ``train_step(minibatch, optimizers)``: ONE gradient step of every network on a ``[B]``
+minibatch, returning detached stats (``loss_q``, ...). Target networks: ``networks.targets``."""
 from __future__ import annotations
 
-import copy
-from contextlib import contextmanager
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from pytorch_lightning.utilities import rank_zero_info
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_pg.algorithms.base import RLModule, check
 from lightning_pg.data.replay import ReplayIterable
 from lightning_pg.errors import EnvError
 from lightning_pg.networks.encoders import is_image_space
-from lightning_pg.noise import ActionNoise
 from lightning_pg.returns import nstep_targets
 from lightning_pg.rng import rng_states, set_rng_states
 
@@ -27,10 +23,9 @@ from lightning_pg.rng import rng_states, set_rng_states
 class OffPolicyModule(RLModule):
     """Base class of DDPG, TD3 and SAC (not used alone).
 
-    Actors act in [-1, 1]^d; ``env_actions`` rescales into the env's Box bounds, and the replay buffer keeps the
-    [-1, 1] actions. A checkpoint holds the replay buffer (contents and position), the exploration noise state,
-    every RNG state and the update count, so a resumed run continues where it stopped: no second random warm-up
-    and no catch-up burst of updates (each batch always runs exactly ``gradient_steps`` updates).
+    Actors act in [-1, 1]^d, the replay buffer keeps those actions, ``env_actions`` rescales them into the env's
+    bounds. Checkpoints hold the replay buffer (contents and position), every RNG state and the update count: a
+    resumed run neither redoes the random warm-up nor bursts to catch up (a batch runs ``gradient_steps`` updates).
 
     Args:
         buffer_size: replay capacity in transitions (>= num_envs); the oldest are overwritten.
@@ -38,12 +33,12 @@ class OffPolicyModule(RLModule):
         batch_size: transitions per gradient step.
         tau: Polyak coefficient of the target networks, θ' ← (1 − τ) θ' + τ θ, in (0, 1].
         train_freq: steps of the (vector) env between two rounds of updates (>= 1).
-        gradient_steps: gradient steps per round (>= 1): one Lightning ``training_step`` runs them all.
-        save_replay_buffer: keep the buffer in checkpoints (default). Turn off for huge buffers: a resumed run
-            then refills it with the current policy before updating again (said in the log).
-        matmul_precision: ``torch.set_float32_matmul_precision`` during fit. ``"medium"`` lets float32 matmuls
-            run in bfloat16 with float32 accumulation (AMX on recent Xeons, tensor cores on GPUs): a SAC update
-            on Pendulum took 5.4 instead of 7.4 ms here, with the same returns (README). ``"highest"``: exact.
+        gradient_steps: gradient steps per round (>= 1), all in one Lightning ``training_step``.
+        save_replay_buffer: keep the buffer in checkpoints. Turn off for huge buffers: a resumed run then refills
+            it with the current policy before updating again (and says so in the log).
+        matmul_precision: ``torch.set_float32_matmul_precision`` during fit: ``"medium"`` runs float32 matmuls
+            in bfloat16 with float32 accumulation (AMX on recent Xeons, tensor cores on GPUs; SAC's update took
+            5.4 instead of 7.4 ms here, returns in README); ``"highest"`` is exact float32.
         **kwargs: the shared arguments of :class:`~lightning_pg.algorithms.base.RLModule`.
     """
 
@@ -74,38 +69,30 @@ class OffPolicyModule(RLModule):
         check(matmul_precision in ("highest", "high", "medium"), "matmul_precision", matmul_precision,
               "'highest', 'high' or 'medium'")
         if is_image_space(self.observation_space) or len(self.action_space.shape) != 1:
-            raise EnvError(
-                f"{type(self).__name__} takes vector observations and a 1-D Box action space, but '{env_id}' has "
-                f"{self.observation_space} and {self.action_space}. Fix: flatten them with a gymnasium wrapper."
-            )
+            raise EnvError(f"{type(self).__name__} takes vector observations and a 1-D Box action space, but '{env_id}' "
+                           f"has {self.observation_space} and {self.action_space}. Fix: flatten them with a wrapper.")
         self.act_dim = int(self.action_space.shape[0])
         low, high = self.action_space.low, self.action_space.high
         self._action_scale, self._action_offset = (high - low) / 2, (high + low) / 2
-        self.noise: ActionNoise | None = None  # exploration noise of deterministic actors
         self.num_updates = 0  # gradient steps so far (SB3's _n_updates; TD3's policy delay counts them)
         self.replay: ReplayIterable | None = None
-        self._resume: dict[str, Any] = {}
+        self._resume: dict[str, Any] = {}  # from a checkpoint, applied when training starts
 
-    # ---- what each algorithm provides -------------------------------------------------------------------
     def train_step(self, batch: dict[str, Tensor], optimizers: list[Any]) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    # ---- acting ---------------------------------------------------------------------------------------------
     def env_actions(self, actions: Tensor) -> np.ndarray:
-        """[-1, 1] -> the env's bounds (low + (a + 1)(high - low) / 2), clipped against rounding."""
+        """[-1, 1] -> the env's bounds: low + (a + 1)(high - low) / 2, clipped against rounding."""
         scaled = self._action_offset + self._action_scale * actions.detach().cpu().numpy()
         return np.clip(scaled, self.action_space.low, self.action_space.high)
 
     def explore(self, obs: Tensor) -> Tensor:
-        """Actions in [-1, 1] while collecting: the stochastic policy, plus exploration noise where there is some."""
-        actions = self.act(obs, deterministic=False)
-        return actions if self.noise is None else (actions + self.noise.sample().to(actions)).clamp(-1.0, 1.0)
+        """Actions in [-1, 1] while collecting data (DDPG adds exploration noise)."""
+        return self.act(obs, deterministic=False)
 
     def episodes_ended(self, envs: np.ndarray) -> None:
-        if self.noise is not None:
-            self.noise.reset(envs)
+        """The episodes of ``envs`` (indices) ended in the training envs."""
 
-    # ---- learning -------------------------------------------------------------------------------------------
     def make_data(self) -> ReplayIterable:
         if self.replay is None:  # a second fit() of this model keeps its buffer
             self.replay = ReplayIterable(self)
@@ -122,9 +109,7 @@ class OffPolicyModule(RLModule):
             return {}
         optimizers = self.optimizers()
         steps = [self.train_step({k: v[g] for k, v in batch.items()}, optimizers) for g in range(len(batch["obs"]))]
-        if len(steps) == 1:
-            return self.metric_names(steps[0])
-        keys = {k for step in steps for k in step}
+        keys = {k for step in steps for k in step}  # mean over the steps (TD3's actor loss: where it ran)
         return self.metric_names({k: torch.stack([s[k] for s in steps if k in s]).mean() for k in keys})
 
     def td_target(self, batch: dict[str, Tensor], next_values: Tensor) -> Tensor:
@@ -132,50 +117,11 @@ class OffPolicyModule(RLModule):
         dones = batch["terminated"] | batch["truncated"]
         return nstep_targets(batch["rewards"], next_values, batch["terminated"], dones, self.hparams.gamma, n=1)
 
-    @staticmethod
-    def target_of(net: nn.Module) -> nn.Module:
-        """A frozen copy of ``net``, moved toward it by :meth:`polyak` only."""
-        return copy.deepcopy(net).requires_grad_(False)
-
-    @torch.no_grad()
-    def polyak(self, target: nn.Module, source: nn.Module) -> None:
-        """θ' ← (1 − τ) θ' + τ θ for every parameter at once."""
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), self.hparams.tau)
-
-    @contextmanager
-    def frozen(self, net: nn.Module) -> Iterator[None]:
-        """No weight gradients for ``net`` (the actor's loss needs dQ/da only, not dQ/dθ)."""
-        net.requires_grad_(False)
-        try:
-            yield
-        finally:
-            net.requires_grad_(True)
-
-    # ---- checkpoints ----------------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"num_updates": self.num_updates, "rng": rng_states()}
-        if self.noise is not None:
-            state["noise"] = self.noise.state_dict()
-        if self.replay is not None and self.hparams.save_replay_buffer:
-            state["replay_buffer"] = self.replay.buffer.state_dict()
-        checkpoint["off_policy"] = state
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint["off_policy"]
-        self.num_updates = int(state["num_updates"])
-        if self.noise is not None and "noise" in state:
-            self.noise.load_state_dict(state["noise"])
-        self._resume = {k: state[k] for k in ("rng", "replay_buffer") if k in state}  # applied when training starts
-
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self._outer_matmul_precision = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision(self.hparams.matmul_precision)
-        # Adam's state in ReLU MLPs drifts into denormal floats (< 1e-38), and every op touching them slows
-        # down: a SAC update went from 8.2 to 9.5 ms over 3k updates here. Flushing them to 0 changes nothing else.
-        torch.set_flush_denormal(True)
+        torch.set_flush_denormal(True)  # denormals (< 1e-38) crept in and slowed SAC's update 8.2 -> 9.5 ms
         if not self.hparams.save_replay_buffer:
             rank_zero_info(f"{type(self).__name__}: save_replay_buffer=False, checkpoints leave the replay buffer out.")
 
@@ -184,7 +130,20 @@ class OffPolicyModule(RLModule):
         torch.set_float32_matmul_precision(self._outer_matmul_precision)
         torch.set_flush_denormal(False)
 
-    def on_train_start(self) -> None:
+    def on_train_start(self) -> None:  # restore the RNGs only to train (loading a model to evaluate leaves them be)
         super().on_train_start()
-        if "rng" in self._resume:  # only when training resumes: loading a model to evaluate leaves the RNGs be
+        if "rng" in self._resume:
             set_rng_states(self._resume.pop("rng"))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state: dict[str, Any] = {"num_updates": self.num_updates, "rng": rng_states()}
+        if self.replay is not None and self.hparams.save_replay_buffer:
+            state["replay_buffer"] = self.replay.buffer.state_dict()
+        checkpoint["off_policy"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["off_policy"]
+        self.num_updates = int(state["num_updates"])
+        self._resume = {k: state[k] for k in ("rng", "replay_buffer") if k in state}

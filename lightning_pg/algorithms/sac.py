@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from lightning_pg.algorithms.base import adam, check
 from lightning_pg.algorithms.off_policy import OffPolicyModule
-from lightning_pg.networks import QCritics, TanhGaussianActor
+from lightning_pg.networks import QCritics, TanhGaussianActor, frozen_copy, no_weight_grads, polyak_update
 
 
 class SAC(OffPolicyModule):
@@ -69,7 +69,7 @@ class SAC(OffPolicyModule):
               "one of tanh, relu, elu, gelu, silu")
         self.actor = TanhGaussianActor(self.observation_space, self.act_dim, self.network, activation)
         self.critic = QCritics(self.observation_space, self.act_dim, self.network, 2, activation)
-        self.critic_target = self.target_of(self.critic)
+        self.critic_target = frozen_copy(self.critic)
         self.log_ent_coef = nn.Parameter(torch.tensor(math.log(initial)), requires_grad=learned)  # log α
         self.target_entropy = -float(self.act_dim) if target_entropy == "auto" else float(target_entropy)
 
@@ -93,11 +93,11 @@ class SAC(OffPolicyModule):
         q = self.critic(b["obs"], b["actions"])                           # [2, B]
         out["loss_q"] = 0.5 * (q - y).square().mean(1).sum()             # critics: minimize (Q_i(s,a) − y)²
         self.gradient_step(out["loss_q"], critic_optimizer)
-        with self.frozen(self.critic):                                    # actor: maximize min Q − α log π
+        with no_weight_grads(self.critic):                                    # actor: maximize min Q − α log π
             out["loss_policy"] = (alpha * log_prob - self.critic(b["obs"], actions_pi).min(0).values).mean()
             self.gradient_step(out["loss_policy"], actor_optimizer)
         if self.num_updates % self.hparams.target_update_interval == 0:
-            self.polyak(self.critic_target, self.critic)
+            polyak_update(self.critic_target, self.critic, self.hparams.tau)
         return out
 
     def configure_optimizers(self) -> Any:
