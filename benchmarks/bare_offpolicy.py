@@ -216,7 +216,7 @@ def ours_updates(algo: str, variant: str, updates: int, warmup: int) -> float:
     pl.seed_everything(0)
     extra = dict(learning_rate=1e-3) if algo == "sac" else dict(gamma=0.98)
     model = Timed(env_id="Pendulum-v1", total_timesteps=100 + warmup + updates, learning_starts=100, eval_every=-1,
-                  **extra)
+                  matmul_precision="medium" if "medium" in variant else "highest", **extra)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
                          accelerator="cpu", max_epochs=-1, precision="bf16-mixed" if "bf16" in variant else "32-true")
     trainer.fit(model)

@@ -42,10 +42,10 @@ class DDPG(OffPolicyModule):
             (buffer_size, learning_starts, batch_size, tau, train_freq, gradient_steps) and the shared ones
             (env_id, gamma, total_timesteps, ...).
 
-    Differences from the paper: no batch normalization, actions are not fed to the critic's second layer
-    (the critic is an MLP over [s, a]), and the defaults are Stable-Baselines3's (lr 1e-3, batch 256,
-    τ = 0.005, Gaussian noise), which learn better than the paper's. ``act()`` is always μ(s): the noise
-    is part of data collection only (``explore``).
+    Differences from the paper: no batch normalization or critic weight decay, the action enters the critic
+    at its input (an MLP over [s, a]) rather than at its second layer, and the defaults are Stable-Baselines3's
+    (one lr 1e-3, batch 256, τ = 0.005, Gaussian noise σ = 0.1) rather than the paper's (actor lr 1e-4,
+    batch 64, τ = 0.001, OU noise σ = 0.2). ``act()`` is always μ(s): noise is added only to collect data.
     """
 
     n_critics = 1  # TD3: 2

@@ -25,7 +25,7 @@ from lightning_pg.networks import QCritics, TanhGaussianActor, frozen_copy, no_w
 class SAC(OffPolicyModule):
     r"""SAC for Box action spaces, with Stable-Baselines3's defaults.
 
-    One gradient step on a minibatch (``train_step``), in SB3's order: temperature, critics, actor, targets.
+    One gradient step on a minibatch (``train_step``): critics, then actor and temperature, then targets.
     Logs ``loss/q``, ``loss/policy``, ``loss/alpha`` (learned temperature only), ``sac/alpha``, ``sac/entropy``.
 
     Args:
@@ -78,14 +78,11 @@ class SAC(OffPolicyModule):
         return dist.mode() if deterministic else dist.rsample()[0]
 
     def train_step(self, b: dict[str, Tensor], optimizers: list[Any]) -> dict[str, Tensor]:
-        actor_optimizer, critic_optimizer, *alpha_optimizer = optimizers
+        actor_optimizer, critic_optimizer = optimizers
         self.num_updates += 1
         actions_pi, log_prob = self.actor(b["obs"]).rsample()            # a ~ π(·|s), reparameterized
-        alpha = self.log_ent_coef.detach().exp()
+        alpha = self.log_ent_coef.detach().exp()                          # α before this step's update
         out = {"alpha": alpha, "entropy": -log_prob.detach().mean()}
-        if alpha_optimizer:                                               # temperature: entropy toward H̄
-            out["loss_alpha"] = -(self.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
-            self.gradient_step(out["loss_alpha"], alpha_optimizer[0])
         with torch.no_grad():                                             # soft value of s' under the current π
             next_actions, next_log_prob = self.actor(b["next_obs"]).rsample()
             next_v = self.critic_target(b["next_obs"], next_actions).min(0).values - alpha * next_log_prob
@@ -93,14 +90,20 @@ class SAC(OffPolicyModule):
         q = self.critic(b["obs"], b["actions"])                           # [2, B]
         out["loss_q"] = 0.5 * (q - y).square().mean(1).sum()             # critics: minimize (Q_i(s,a) − y)²
         self.gradient_step(out["loss_q"], critic_optimizer)
-        with no_weight_grads(self.critic):                                    # actor: maximize min Q − α log π
+        with no_weight_grads(self.critic):                                # actor: maximize min Q − α log π
             out["loss_policy"] = (alpha * log_prob - self.critic(b["obs"], actions_pi).min(0).values).mean()
-            self.gradient_step(out["loss_policy"], actor_optimizer)
+            loss = out["loss_policy"]
+            if self.log_ent_coef.requires_grad:                           # temperature: entropy toward H̄
+                out["loss_alpha"] = -(self.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
+                loss = loss + out["loss_alpha"]  # α has its own Adam state in the actor's optimizer (see below)
+            self.gradient_step(loss, actor_optimizer)
         if self.num_updates % self.hparams.target_update_interval == 0:
             polyak_update(self.critic_target, self.critic, self.hparams.tau)
         return out
 
     def configure_optimizers(self) -> Any:
-        lr = self.hparams.learning_rate
-        optimizers = [adam(self.optimized_parameters(self.actor), lr), adam(self.optimized_parameters(self.critic), lr)]
-        return optimizers + ([adam([self.log_ent_coef], lr)] if self.log_ent_coef.requires_grad else [])
+        # log α steps in the actor's optimizer: its loss reads only the detached log π, so the result is that of
+        # SB3's separate Adam stepped first (the target and the actor loss use the α from before the step either
+        # way), with one backward and one optimizer step fewer per update
+        lr, log_alpha = self.hparams.learning_rate, [self.log_ent_coef] if self.log_ent_coef.requires_grad else []
+        return [adam(self.optimized_parameters(self.actor) + log_alpha, lr), adam(self.optimized_parameters(self.critic), lr)]

@@ -29,9 +29,9 @@ class TD3(DDPG):
         target_noise_clip: c, the bound on that noise (0.5).
         **kwargs: DDPG's arguments (action_noise, noise_std, network, learning_rate, buffer_size, ...).
 
-    Differences from the paper: Stable-Baselines3's defaults (batch 256, no 0.1 exploration-only phase
-    beyond ``learning_starts``); the policy delay counts every critic update since the start of training
-    (SB3's ``_n_updates``), and that count is checkpointed.
+    Differences from the paper: Stable-Baselines3's defaults (batch 256 instead of 100, ``learning_starts``
+    100 instead of 10k random steps; the RL Zoo configs set 10k); the policy delay counts every critic update
+    since the start of training (SB3's ``_n_updates``), and that count is checkpointed.
     """
 
     n_critics = 2  # (1) clipped double Q: DDPG.train_step takes the min over the critics

@@ -42,8 +42,9 @@ class QCritics(nn.Module):
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
         x = torch.cat([obs.flatten(1).float(), actions.float()], dim=-1)
         x = x.unsqueeze(0).expand(self.n_critics, -1, -1)  # [n, B, in]: every member sees the same input
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
-            x = self.activation(torch.baddbmm(bias, x, weight))  # [n, B, out] = bias + x @ weight, all members
+        *hidden, (weight, bias) = zip(self.weights, self.biases)  # (slicing a ParameterList builds a new one: slow)
+        for w, b in hidden:
+            x = self.activation(torch.baddbmm(b, x, w))  # [n, B, out] = b + x @ w, all members at once
         # the 1-wide output layer as a product-sum, not a matmul: Q comes out in float32 even when the matmuls
         # run in bf16 (autocast, or matmul_precision="medium"), and it is no slower
-        return (x * self.weights[-1].transpose(1, 2)).sum(-1) + self.biases[-1].squeeze(-1)
+        return (x * weight.transpose(1, 2)).sum(-1) + bias.squeeze(-1)
