@@ -5,7 +5,7 @@ r"""Exploration noise for deterministic actors (DDPG, TD3), added in the [-1, 1]
   :math:`x_{t+1} = x_t + \theta(\mu - x_t)\,dt + \sigma\sqrt{dt}\,\epsilon_t` (DDPG's paper), reset to 0 when an
   env's episode ends; θ = 0.15 and dt = 0.01 as in Stable-Baselines3.
 
-Both draw from torch's global RNG (seeded by ``seed_everything`` and checkpointed by the off-policy base), and
+Both draw from torch's global RNG (seeded by ``seed_everything`` and checkpointed with the replay data), and
 their state (the OU process value) is a tensor, saved with the model.
 """
 from __future__ import annotations

@@ -52,6 +52,11 @@ def ckpt_state(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def data_state(state):
+    """The train iterable's part of a checkpoint (RNGs, envs, replay buffer), saved by Lightning's fit loop."""
+    return state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+
+
 def wandb_records(path):
     """History rows and config keys of an offline W&B run file (LevelDB-log framing of protobuf records)."""
     from wandb.proto import wandb_internal_pb2 as pb

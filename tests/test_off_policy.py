@@ -12,7 +12,7 @@ from lightning_pg import DDPG, SAC, TD3
 from lightning_pg.algorithms.off_policy import OffPolicyModule
 from lightning_pg.data import ReplayBuffer
 from lightning_pg.networks import QCritics, TanhGaussian
-from tests.helpers import ckpt_state, csv_logger, csv_rows, run_cli
+from tests.helpers import ckpt_state, csv_logger, csv_rows, data_state, run_cli
 
 SMALL = dict(network=[32, 32], batch_size=32, eval_every=-1)
 
@@ -143,30 +143,45 @@ def test_td3_runs_gradient_steps_per_batch_and_delays_the_policy(tmp_path):
     assert trainer.global_step == 120 + 60  # optimizer steps: every critic update, every 2nd actor update
 
 
+class _SnapshotAtTrainStart(pl.Callback):
+    """What a resumed fit holds once everything is restored, before its first new env step (training_step pulls
+    the batch itself, so at this hook nothing has been collected yet)."""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if hasattr(self, "buffer"):
+            return
+        buffer = module.replay.buffer
+        self.buffer = (buffer.pos, buffer.size, {k: v.clone() for k, v in buffer.data.items()})
+        self.weights = {k: v.clone() for k, v in module.state_dict().items()}
+        self.optimizers = [{k: {f: t.clone() for f, t in s.items()} for k, s in o.state.items()} for o in trainer.optimizers]
+        self.noise, self.num_updates, self.num_timesteps = module.noise.state.clone(), module.num_updates, module.num_timesteps
+        self.rng = torch.get_rng_state()
+
+
 def test_checkpoint_restores_buffer_targets_noise_and_optimizers_exactly(tmp_path):
-    kwargs = dict(env_id="Pendulum-v1", total_timesteps=300, learning_starts=100, buffer_size=250,
-                  action_noise="ornstein-uhlenbeck", noise_std=0.3, **SMALL)
+    kwargs = dict(env_id="Pendulum-v1", learning_starts=100, buffer_size=250, action_noise="ornstein-uhlenbeck",
+                  noise_std=0.3, **SMALL)
     pl.seed_everything(0)
-    model = DDPG(**kwargs)
+    model = DDPG(total_timesteps=300, **kwargs)
     trainer = _fit(model, tmp_path)
     path = tmp_path / "ddpg.ckpt"
     trainer.save_checkpoint(path)
-    state = torch.load(path, weights_only=True)  # what LightningCLI's weights_only loads accept
-    rng = state["off_policy"]["rng"]["torch"]
+    rng = data_state(torch.load(path, weights_only=True))["rng"]["torch"]  # loads as LightningCLI's safe loads do
 
-    restored = DDPG(**kwargs)
-    again = _fit(restored, tmp_path, ckpt_path=path)  # budget already reached: restores, then stops
-    old, new = model.replay.buffer, restored.replay.buffer
-    assert (new.pos, new.size) == (old.pos, old.size) == (50, 250)  # 300 transitions wrapped around
-    assert all(torch.equal(new.data[k], old.data[k]) for k in old.data)
+    snapshot = _SnapshotAtTrainStart()
+    _fit(DDPG(total_timesteps=310, **kwargs), tmp_path, ckpt_path=path, callbacks=[snapshot])
+    old = model.replay.buffer
+    pos, size, data = snapshot.buffer
+    assert (pos, size) == (old.pos, old.size) == (50, 250)  # 300 transitions wrapped around
+    assert all(torch.equal(data[k], old.data[k]) for k in old.data)
     for name, tensor in model.state_dict().items():  # weights and target networks
-        assert torch.equal(restored.state_dict()[name], tensor), name
-    for opt_old, opt_new in zip(trainer.optimizers, again.optimizers):
-        for p_old, p_new in zip(opt_old.state.values(), opt_new.state.values()):
+        assert torch.equal(snapshot.weights[name], tensor), name
+    for opt_old, opt_new in zip(trainer.optimizers, snapshot.optimizers):
+        for p_old, p_new in zip(opt_old.state.values(), opt_new.values()):
             assert all(torch.equal(p_old[k], p_new[k]) for k in p_old)
-    assert torch.equal(restored.noise.state, model.noise.state) and model.noise.state.abs().sum() > 0
-    assert restored.num_updates == model.num_updates == 200 and restored.num_timesteps == 300
-    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(snapshot.noise, model.noise.state) and model.noise.state.abs().sum() > 0
+    assert snapshot.num_updates == model.num_updates == 200 and snapshot.num_timesteps == 300
+    assert torch.equal(snapshot.rng, rng)
 
 
 def test_resume_through_the_cli_neither_redoes_warmup_nor_bursts(tmp_path):
@@ -180,7 +195,7 @@ def test_resume_through_the_cli_neither_redoes_warmup_nor_bursts(tmp_path):
     state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
     # 100 more env steps, each with exactly one update: a second warm-up would give fewer, a catch-up more
     assert state["lightning_pg"]["num_timesteps"] == 500 and state["off_policy"]["num_updates"] == 200
-    assert state["off_policy"]["replay_buffer"]["size"] == 500
+    assert data_state(state)["replay_buffer"]["size"] == 500
 
 
 def test_resume_without_the_buffer_refills_it_with_the_policy(tmp_path):
@@ -190,7 +205,7 @@ def test_resume_without_the_buffer_refills_it_with_the_policy(tmp_path):
                     logger=csv_logger(tmp_path))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "leave the replay buffer out" in first.stdout + first.stderr
-    assert "replay_buffer" not in ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["off_policy"]
+    assert "replay_buffer" not in data_state(ckpt_state(tmp_path / "checkpoints" / "last.ckpt"))
     second = run_cli(*args, "--model.total_timesteps=500", "--ckpt_path=last", config="configs/td3_pendulum.yaml",
                      root=tmp_path, logger=csv_logger(tmp_path))
     assert second.returncode == 0, second.stderr[-3000:]

@@ -164,6 +164,7 @@ class RLModule(pl.LightningModule):
         self._episode_lengths: list[int] = []
         self.last_episode_return: float | None = None
         self._log_clock = (0, time.perf_counter())
+        self._checkpoint_data_state: list[dict[str, Any]] | None = None  # the train iterable's, see on_train_start
 
     # ---- what each algorithm provides -------------------------------------------------------------------
     def make_data(self) -> Iterator[dict[str, Any]]:
@@ -295,6 +296,11 @@ class RLModule(pl.LightningModule):
             and precision.startswith(("32", "64", "bf16"))
             and self._optimizer_steps is not None
         )
+        data_state, self._checkpoint_data_state = self._checkpoint_data_state, None
+        if data_state and not self.trainer.fit_loop.restarting:
+            # Lightning restores the iterable's state (RNGs, envs, replay buffer) only from a checkpoint saved
+            # mid-epoch, as ours are; one saved after fit() returned (trainer.save_checkpoint) gets it here
+            self.trainer.train_dataloader.load_state_dict(data_state[0])
 
     def progress_remaining(self) -> float:
         """1 at the start of training, 0 at the budget (the argument of schedules, as in SB3)."""
@@ -361,6 +367,8 @@ class RLModule(pl.LightningModule):
                 "or a checkpoint of this algorithm."
             )
         self.num_timesteps = int(state["num_timesteps"])
+        self._checkpoint_data_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get(
+            "combined_loader")
 
     # ---- evaluation and logging -------------------------------------------------------------------------
     def run_evaluation(self) -> tuple[float, float]:

@@ -17,7 +17,6 @@ from lightning_pg.data.replay import ReplayIterable
 from lightning_pg.errors import EnvError
 from lightning_pg.networks.encoders import is_image_space
 from lightning_pg.returns import nstep_targets
-from lightning_pg.rng import rng_states, set_rng_states
 
 
 class OffPolicyModule(RLModule):
@@ -76,7 +75,6 @@ class OffPolicyModule(RLModule):
         self._action_scale, self._action_offset = (high - low) / 2, (high + low) / 2
         self.num_updates = 0  # gradient steps so far (SB3's _n_updates; TD3's policy delay counts them)
         self.replay: ReplayIterable | None = None
-        self._resume: dict[str, Any] = {}  # from a checkpoint, applied when training starts
 
     def train_step(self, batch: dict[str, Tensor], optimizers: list[Any]) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -96,13 +94,7 @@ class OffPolicyModule(RLModule):
     def make_data(self) -> ReplayIterable:
         if self.replay is None:  # a second fit() of this model keeps its buffer
             self.replay = ReplayIterable(self)
-        state = self._resume.pop("replay_buffer", None)
-        if state is not None:
-            self.replay.buffer.load_state_dict(state)
-        elif self.num_timesteps > 0 and self.replay.buffer.size == 0:
-            rank_zero_info(f"{type(self).__name__}: no replay buffer in the checkpoint (save_replay_buffer=False): "
-                           "refilling it with the current policy, without random warm-up, before updating.")
-        return self.replay
+        return self.replay  # Lightning saves and restores its state (buffer, RNGs, envs) with the fit loop's
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         if "obs" not in batch:  # random warm-up: nothing to learn from yet
@@ -133,20 +125,10 @@ class OffPolicyModule(RLModule):
         super().on_fit_end()
         torch.set_flush_denormal(False)
 
-    def on_train_start(self) -> None:  # restore the RNGs only to train (loading a model to evaluate leaves them be)
-        super().on_train_start()
-        if "rng" in self._resume:
-            set_rng_states(self._resume.pop("rng"))
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"num_updates": self.num_updates, "rng": rng_states()}
-        if self.replay is not None and self.hparams.save_replay_buffer:
-            state["replay_buffer"] = self.replay.buffer.state_dict()
-        checkpoint["off_policy"] = state
+        checkpoint["off_policy"] = {"num_updates": self.num_updates}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        state = checkpoint["off_policy"]
-        self.num_updates = int(state["num_updates"])
-        self._resume = {k: state[k] for k in ("rng", "replay_buffer") if k in state}
+        self.num_updates = int(checkpoint["off_policy"]["num_updates"])

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pytorch_lightning.utilities import rank_zero_info
+
 from lightning_pg.data.base import EnvIterable
 
 if TYPE_CHECKING:
@@ -125,3 +127,19 @@ class ReplayIterable(EnvIterable):
             sample = self.buffer.sample(shape[0] * shape[1])
             batch.update({key: value.view(*shape, *value.shape[1:]) for key, value in sample.items()})
         return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The shared iterable state (RNGs, envs, observations) and, unless ``save_replay_buffer`` is off, the
+        buffer's filled rows and position."""
+        state = super().state_dict()
+        if self.module.hparams.save_replay_buffer:
+            state["replay_buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "replay_buffer" in state:
+            self.buffer.load_state_dict(state["replay_buffer"])
+        else:
+            rank_zero_info(f"{type(self.module).__name__}: no replay buffer in the checkpoint (save_replay_buffer="
+                           "False): refilling it with the current policy, without random warm-up, before updating.")
+        super().load_state_dict(state)
