@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from jsonargparse import ArgumentError
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_pg.algorithms import RLModule
@@ -123,6 +124,12 @@ def _user_error(exc: BaseException) -> str | None:
         if isinstance(seen, LightningPGError):
             return str(seen)
         seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, MisconfigurationException):  # trainer settings this machine cannot honour
+        return (
+            f"The trainer settings cannot run here: {' '.join(str(exc).split())} Fix: change the trainer options "
+            "(for example --trainer.accelerator=cpu or auto, --trainer.devices=1, --trainer.precision=32-true), "
+            "or run on a machine that has that device."
+        )
     if isinstance(exc, ArgumentError):
         detail = " ".join(str(exc).split())
         unknown = re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", detail)

@@ -126,6 +126,8 @@ BAD_INPUTS = {
     "unknown hyperparameter": (["--model.not_a_param=3"], "REINFORCE has no hyperparameter 'not_a_param'"),
     "missing checkpoint": (["--ckpt_path=/no/such.ckpt"], "--ckpt_path /no/such.ckpt does not exist"),
     "missing config": (["--config=/no/such.yaml"], "File does not exist"),
+    # Apple's MPS never exists on Linux: stands for any device the machine lacks (a GPU on a CPU-only machine)
+    "absent accelerator": (["--trainer.accelerator=mps"], "The trainer settings cannot run here"),
 }
 
 
