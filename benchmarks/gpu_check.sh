@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: CUDA, 16-mixed / bf16-mixed, resume and throughput, next to the same runs on that machine's CPU.
 #
-#   bash benchmarks/gpu_check.sh [OUTDIR]
+#   bash benchmarks/gpu_check.sh [OUTDIR]         (ONLY=REGEX runs only the runs whose names match)
 #
 # Every run goes through the CLI (`python -m lightning_pg fit`) with the logger off (the W&B default logger needs
 # wandb, which GPU images may lack). Each run prints its "N env steps ... R env steps/s" line; a failing run
@@ -14,6 +14,7 @@ status=0
 
 fit() {  # fit NAME CONFIG ARGS...: one CLI run, its summary line and exit status
   local name=$1 config=$2; shift 2
+  [[ $name =~ ${ONLY:-.} ]] || return 0
   local start=$(date +%s%N)
   if timeout 150 python3 -m lightning_pg fit --config "configs/$config" --trainer.logger=false \
       --trainer.enable_progress_bar=false --trainer.default_root_dir "$OUT/runs/$name" --seed_everything 0 "$@" \
@@ -45,22 +46,29 @@ done
 fit td3_gpu_32 td3_pendulum.yaml --model.total_timesteps=3000 --model.learning_starts=500 --model.eval_every=-1 \
     --trainer.accelerator=gpu
 
+fit a2c_gpu_32 a2c_cartpole.yaml --model.total_timesteps=10000 --trainer.accelerator=gpu
+fit reinforce_gpu_bf16 reinforce_cartpole.yaml --model.total_timesteps=10000 --trainer.accelerator=gpu \
+    --trainer.precision=bf16-mixed
+
 # Resume on the GPU (CUDA RNG state, replay buffer): Ctrl+C-free version, budget 2000 then 3000 from last.ckpt
 fit sac_gpu_resume_a sac_pendulum.yaml --model.total_timesteps=2000 --model.eval_every=-1 --trainer.accelerator=gpu
-cp -r "$OUT/runs/sac_gpu_resume_a" "$OUT/runs/sac_gpu_resume_b"
+[ -d "$OUT/runs/sac_gpu_resume_a" ] && cp -r "$OUT/runs/sac_gpu_resume_a" "$OUT/runs/sac_gpu_resume_b"
 fit sac_gpu_resume_b sac_pendulum.yaml --model.total_timesteps=3000 --model.eval_every=-1 --trainer.accelerator=gpu \
     --ckpt_path=last
 
 # A GPU-trained checkpoint evaluates on a CPU-only process
 python3 - "$OUT" <<'EOF' || status=1
 import sys
+from pathlib import Path
+
 import torch
+
 import lightning_pg as lp
-out = sys.argv[1]
-for algo, run in [("PPO", "ppo_gpu_bf16-mixed"), ("SAC", "sac_gpu_resume_b")]:
-    model = getattr(lp, algo).load_from_checkpoint(f"{out}/runs/{run}/checkpoints/last.ckpt", map_location="cpu")
-    state = torch.load(f"{out}/runs/{run}/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+
+for ckpt in sorted(Path(sys.argv[1], "runs").glob("*gpu*/checkpoints/last.ckpt")):
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["lightning_pg"]
+    model = getattr(lp, saved["algorithm"]).load_from_checkpoint(ckpt, map_location="cpu")
     mean, std = lp.evaluate(model, 5, seed=0)
-    print(f"{algo} {run}: {state['lightning_pg']['num_timesteps']} env steps, evaluated on CPU: {mean:.1f} +- {std:.1f}")
+    print(f"{ckpt.parts[-3]}: {saved['num_timesteps']} env steps, evaluated on the CPU: {mean:.1f} +- {std:.1f}")
 EOF
 exit $status

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_pg.algorithms.base import adam, check
+from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
 from lightning_pg.data.rollouts import RolloutIterable
 
@@ -75,5 +75,5 @@ class A2C(OnPolicyModule):
         lr = self.scheduled(self.hparams.learning_rate)
         if self.hparams.use_rms_prop:
             return torch.optim.RMSprop(self.optimized_parameters(), lr=lr, alpha=0.99, eps=self.hparams.rms_prop_eps)
-        return adam(self.optimized_parameters(), lr)
+        return self.adam(self.optimized_parameters(), lr)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_pg.algorithms.base import adam, check
+from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.off_policy import OffPolicyModule
 from lightning_pg.networks import DeterministicActor, QCritics, frozen_copy, no_weight_grads, polyak_update
 from lightning_pg.noise import NOISES
@@ -117,4 +117,4 @@ class DDPG(OffPolicyModule):
 
     def configure_optimizers(self) -> Any:
         lr = self.hparams.learning_rate
-        return [adam(self.optimized_parameters(self.actor), lr), adam(self.optimized_parameters(self.critic), lr)]
+        return [self.adam(self.optimized_parameters(module), lr) for module in (self.actor, self.critic)]

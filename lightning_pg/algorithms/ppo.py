@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_pg.algorithms.base import adam, check
+from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
 from lightning_pg.data.rollouts import RolloutIterable
 from lightning_pg.schedules import ScheduleSpec, parse_schedule
@@ -155,4 +155,4 @@ class PPO(OnPolicyModule):
 
     def configure_optimizers(self) -> Any:
         # eps 1e-5: Stable-Baselines3's Adam setting for PPO
-        return adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate), eps=1e-5)
+        return self.adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate), eps=1e-5)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_pg.algorithms.base import adam, check
+from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
 from lightning_pg.data import EpisodeIterable
 
@@ -84,4 +84,4 @@ class REINFORCE(OnPolicyModule):
         return out
 
     def configure_optimizers(self) -> Any:
-        return adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate))
+        return self.adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate))

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_pg.algorithms.base import adam, check
+from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.off_policy import OffPolicyModule
 from lightning_pg.networks import QCritics, TanhGaussianActor, frozen_copy, no_weight_grads, polyak_update
 
@@ -106,4 +106,5 @@ class SAC(OffPolicyModule):
         # SB3's separate Adam stepped first (the target and the actor loss use the α from before the step either
         # way), with one backward and one optimizer step fewer per update
         lr, log_alpha = self.hparams.learning_rate, [self.log_ent_coef] if self.log_ent_coef.requires_grad else []
-        return [adam(self.optimized_parameters(self.actor) + log_alpha, lr), adam(self.optimized_parameters(self.critic), lr)]
+        actor, critic = self.optimized_parameters(self.actor) + log_alpha, self.optimized_parameters(self.critic)
+        return [self.adam(actor, lr), self.adam(critic, lr)]
