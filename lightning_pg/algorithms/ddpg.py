@@ -19,6 +19,7 @@ from torch import Tensor
 from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.off_policy import OffPolicyModule
 from lightning_pg.networks import DeterministicActor, QCritics, frozen_copy, no_weight_grads, polyak_update
+from lightning_pg.networks.encoders import ACTIVATIONS
 from lightning_pg.noise import NOISES
 
 
@@ -64,8 +65,7 @@ class DDPG(OffPolicyModule):
         super().__init__(env_id=env_id, learning_rate=learning_rate, network=network or [400, 300], **kwargs)
         check(action_noise in (None, *NOISES), "action_noise", action_noise, f"one of {sorted(NOISES)} or null")
         check(noise_std >= 0, "noise_std", noise_std, ">= 0")
-        check(activation in ("tanh", "relu", "elu", "gelu", "silu"), "activation", activation,
-              "one of tanh, relu, elu, gelu, silu")
+        check(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(ACTIVATIONS)}")
         obs_space, act_dim = self.observation_space, self.act_dim
         self.actor = DeterministicActor(obs_space, act_dim, self.network, activation)
         self.critic = QCritics(obs_space, act_dim, self.network, self.n_critics, activation)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.off_policy import OffPolicyModule
 from lightning_pg.networks import QCritics, TanhGaussianActor, frozen_copy, no_weight_grads, polyak_update
+from lightning_pg.networks.encoders import ACTIVATIONS
 
 
 class SAC(OffPolicyModule):
@@ -65,8 +66,7 @@ class SAC(OffPolicyModule):
         check(target_entropy == "auto" or isinstance(target_entropy, (int, float)), "target_entropy", target_entropy,
               "'auto' or a number")
         check(target_update_interval >= 1, "target_update_interval", target_update_interval, "an integer >= 1")
-        check(activation in ("tanh", "relu", "elu", "gelu", "silu"), "activation", activation,
-              "one of tanh, relu, elu, gelu, silu")
+        check(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(ACTIVATIONS)}")
         self.actor = TanhGaussianActor(self.observation_space, self.act_dim, self.network, activation)
         self.critic = QCritics(self.observation_space, self.act_dim, self.network, 2, activation)
         self.critic_target = frozen_copy(self.critic)
