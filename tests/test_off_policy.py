@@ -251,6 +251,35 @@ def test_predict_rescales_into_the_bounds_and_keeps_the_rank():
     np.testing.assert_allclose(model.env_actions(torch.tensor([[-1.0], [0.0], [1.0]])), [[-2.0], [0.0], [2.0]])
 
 
+@pytest.mark.parametrize("cls", [DDPG, SAC])
+def test_exported_policy_matches_eager_predict(cls):
+    model = cls(env_id="MountainCarContinuous-v0", network=[16, 16]).eval()  # bounds [-1, 1]: scale 1
+    model.actor.requires_grad_(False)
+    for p in model.actor.parameters():  # large weights: the actions saturate, so the bounds must hold
+        p.add_(torch.randn_like(p) * 3)
+    obs = torch.randn(8, 2)
+    exported = torch.export.export(model, (obs,)).module()
+    actions = exported(obs).numpy()
+    np.testing.assert_allclose(actions, model.predict(obs.numpy()), rtol=1e-6)
+    assert np.abs(actions).max() <= 1.0 and np.abs(actions).max() > 0.9
+
+
+def test_linear_learning_rate_schedule_reaches_every_optimizer(tmp_path):
+    class Rates(pl.Callback):
+        seen = []
+
+        def on_train_batch_end(self, trainer, module, *args):
+            rates = {group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups}
+            self.seen.append((module.num_timesteps, rates))
+
+    model = SAC(env_id="Pendulum-v1", total_timesteps=400, learning_starts=100, learning_rate="lin_1e-3", **SMALL)
+    _fit(model, tmp_path, callbacks=[Rates()])
+    updating = [(t, rates) for t, rates in Rates.seen if t > 100]
+    assert len(updating) == 300
+    for t, rates in updating:  # actor (and α) and critics: one rate, 1e-3 (1 - t / 400), as SB3's lin_ schedule
+        assert len(rates) == 1 and rates.pop() == pytest.approx(1e-3 * (1 - t / 400))
+
+
 @pytest.mark.parametrize("cls", [DDPG, TD3, SAC])
 def test_discrete_actions_raise_one_paragraph_env_error(cls):
     with pytest.raises(lp.EnvError) as info:

@@ -37,7 +37,7 @@ class DDPG(OffPolicyModule):
             ``"ornstein-uhlenbeck"`` (temporally correlated, the paper's), or null for none.
         noise_std: its σ in the [-1, 1] action scale (RL Zoo's ``noise_std``), typically 0.1 to 0.3.
         activation: hidden activation of the actor and critic MLPs (relu, tanh, elu, gelu, silu).
-        learning_rate: Adam step size of the actor and the critic.
+        learning_rate: Adam step size of the actor and the critic, or ``"lin_X"`` (linear decay).
         network: hidden sizes of the actor and the critic (default [400, 300], the TD3 paper's).
         **kwargs: the replay settings of :class:`~lightning_pg.algorithms.off_policy.OffPolicyModule`
             (buffer_size, learning_starts, batch_size, tau, train_freq, gradient_steps) and the shared ones
@@ -58,7 +58,7 @@ class DDPG(OffPolicyModule):
         action_noise: Literal["normal", "ornstein-uhlenbeck"] | None = "normal",
         noise_std: float = 0.1,
         activation: str = "relu",
-        learning_rate: float = 1e-3,
+        learning_rate: float | str = 1e-3,
         network: list[int] | None = None,
         **kwargs: Any,
     ):
@@ -116,5 +116,5 @@ class DDPG(OffPolicyModule):
             self.noise.load_state_dict(checkpoint["off_policy"]["noise"])
 
     def configure_optimizers(self) -> Any:
-        lr = self.hparams.learning_rate
+        lr = self.scheduled(self.hparams.learning_rate)
         return [self.adam(self.optimized_parameters(module), lr) for module in (self.actor, self.critic)]

@@ -35,7 +35,7 @@ class SAC(OffPolicyModule):
         target_entropy: H̄ for the learned α: ``"auto"`` is −|A| (minus the action dimension), or a number.
         target_update_interval: critic updates per Polyak update of the target critics (1).
         activation: hidden activation of the actor and critic MLPs (relu, tanh, elu, gelu, silu).
-        learning_rate: Adam step size of the actor, the critics and α (3e-4).
+        learning_rate: Adam step size of the actor, the critics and α (3e-4), or ``"lin_X"`` (linear decay).
         network: hidden sizes of the actor and each critic (default [256, 256]).
         **kwargs: the replay settings of :class:`~lightning_pg.algorithms.off_policy.OffPolicyModule`
             (buffer_size, learning_starts, batch_size, tau, train_freq, gradient_steps) and the shared ones.
@@ -53,7 +53,7 @@ class SAC(OffPolicyModule):
         target_entropy: float | str = "auto",
         target_update_interval: int = 1,
         activation: str = "relu",
-        learning_rate: float = 3e-4,
+        learning_rate: float | str = 3e-4,
         network: list[int] | None = None,
         **kwargs: Any,
     ):
@@ -75,7 +75,7 @@ class SAC(OffPolicyModule):
 
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         dist = self.actor(obs)
-        return dist.mode() if deterministic else dist.rsample()[0]
+        return dist.mode() if deterministic else dist.sample()
 
     def train_step(self, b: dict[str, Tensor], optimizers: list[Any]) -> dict[str, Tensor]:
         actor_optimizer, critic_optimizer = optimizers
@@ -105,6 +105,7 @@ class SAC(OffPolicyModule):
         # log α steps in the actor's optimizer: its loss reads only the detached log π, so the result is that of
         # SB3's separate Adam stepped first (the target and the actor loss use the α from before the step either
         # way), with one backward and one optimizer step fewer per update
-        lr, log_alpha = self.hparams.learning_rate, [self.log_ent_coef] if self.log_ent_coef.requires_grad else []
+        lr = self.scheduled(self.hparams.learning_rate)
+        log_alpha = [self.log_ent_coef] if self.log_ent_coef.requires_grad else []
         actor, critic = self.optimized_parameters(self.actor) + log_alpha, self.optimized_parameters(self.critic)
         return [self.adam(actor, lr), self.adam(critic, lr)]

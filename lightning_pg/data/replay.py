@@ -61,14 +61,16 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         size, pos = int(state["size"]), int(state["pos"])
-        if int(state["capacity"]) == self.capacity:  # the same ring: contents and position exactly
-            order, self.pos = torch.arange(size), pos
-        else:  # another buffer_size: keep the newest transitions, oldest first
-            order = torch.cat([torch.arange(pos, size), torch.arange(0, pos)])[-self.capacity:]
-            self.pos = len(order) % self.capacity
+        if int(state["capacity"]) == self.capacity:  # the same ring: contents and position exactly, no gather
+            for key, value in self.data.items():
+                value[:size] = state[key][:size]
+            self.pos, self.size = pos, size
+            return
+        # another buffer_size: keep the newest transitions, oldest first
+        order = torch.cat([torch.arange(pos, size), torch.arange(0, pos)])[-self.capacity:]
         for key, value in self.data.items():
             value[: len(order)] = state[key][order]
-        self.size = len(order)
+        self.pos, self.size = len(order) % self.capacity, len(order)
 
 
 class ReplayIterable(EnvIterable):

@@ -78,6 +78,10 @@ class TanhGaussian:
         u = self.mean + self.log_std.exp() * torch.randn_like(self.mean)
         return torch.tanh(u), self.log_prob_pre_tanh(u)
 
+    def sample(self) -> Tensor:
+        """An action ``[B, d]`` without its log-prob (acting); the same random draw as ``rsample``."""
+        return torch.tanh(self.mean + self.log_std.exp() * torch.randn_like(self.mean))
+
     def log_prob_pre_tanh(self, u: Tensor) -> Tensor:
         """log π(tanh(u)|s) for pre-squash samples ``u [B, d]``; returns ``[B]``."""
         z = (u - self.mean) * torch.exp(-self.log_std)
