@@ -70,24 +70,24 @@ class OffPolicyModule(RLModule):
             raise EnvError(f"{type(self).__name__} takes vector observations and a 1-D Box action space, but '{env_id}' "
                            f"has {self.observation_space} and {self.action_space}. Fix: flatten them with a wrapper.")
         self.act_dim = int(self.action_space.shape[0])
-        low, high = self.action_space.low, self.action_space.high
-        self._action_scale, self._action_offset = (high - low) / 2, (high + low) / 2
         self.num_updates = 0  # gradient steps so far (SB3's _n_updates; TD3's policy delay counts them)
         self.replay: ReplayIterable | None = None
 
     def train_step(self, batch: dict[str, Tensor], optimizers: list[Any]) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def to_env_scale(self, actions: Tensor) -> Tensor:
+        """[-1, 1] -> the env's bounds: (high + low) / 2 + a (high - low) / 2, clipped against rounding."""
+        low, high = self.action_low, self.action_high
+        scaled = (high + low) / 2 + (high - low) / 2 * actions
+        return torch.maximum(torch.minimum(scaled, high), low)
+
     def env_actions(self, actions: Tensor) -> np.ndarray:
-        """[-1, 1] -> the env's bounds: low + (a + 1)(high - low) / 2, clipped against rounding."""
-        scaled = self._action_offset + self._action_scale * actions.detach().cpu().numpy()
-        return np.clip(scaled, self.action_space.low, self.action_space.high)
+        return self.to_env_scale(actions.detach()).cpu().numpy()
 
     def forward(self, obs: Tensor) -> Tensor:
-        """The deterministic policy as an exportable function: observations -> env actions (``env_actions``)."""
-        scale, offset = (self.action_high - self.action_low) / 2, (self.action_high + self.action_low) / 2
-        action = offset + scale * self.act(obs, deterministic=True)
-        return torch.maximum(torch.minimum(action, self.action_high), self.action_low)
+        """The deterministic policy as an exportable function: observations -> env actions."""
+        return self.to_env_scale(self.act(obs, deterministic=True))
 
     def explore(self, obs: Tensor) -> Tensor:
         """Actions in [-1, 1] while collecting data (DDPG adds exploration noise)."""
