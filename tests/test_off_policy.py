@@ -273,6 +273,7 @@ def test_linear_learning_rate_schedule_reaches_every_optimizer(tmp_path):
             self.seen.append((module.num_timesteps, rates))
 
     model = SAC(env_id="Pendulum-v1", total_timesteps=400, learning_starts=100, learning_rate="lin_1e-3", **SMALL)
+    model.env_steps_per_training_step = 1  # one batch (one env step, one update) per training_step: see each rate
     _fit(model, tmp_path, callbacks=[Rates()])
     updating = [(t, rates) for t, rates in Rates.seen if t > 100]
     assert len(updating) == 300

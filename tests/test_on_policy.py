@@ -69,6 +69,30 @@ def test_raw_action_is_stored_and_only_the_env_copy_is_clipped():
         torch.testing.assert_close(model.policy.dist(batch["obs"]).log_prob(raw), batch["log_probs"])
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_ppo_surrogate_equals_the_textbook_min_of_clipped_and_unclipped(env_id):
+    """PPO's loss clamps r to per-sample bounds; the paper's min(r·A, clip(r)·A) must give the same numbers."""
+    torch.manual_seed(0)
+    model = PPO(env_id=env_id, num_envs=2, n_steps=64, batch_size=128, n_epochs=1)
+    batch = model.make_data().collect()
+    batch["log_probs"] = batch["log_probs"] + 0.4 * torch.randn(128)  # ratios well inside and outside [0.8, 1.2]
+    batch["advantages"][:5] = 0.0
+    clip = 0.2
+    mb = next(model.minibatches(batch, clip))
+    ours = model.loss(mb, None)["loss_policy"]
+    grads_ours = torch.autograd.grad(ours, list(model.policy.parameters()), allow_unused=True)
+    ratio = torch.exp(model.policy.dist(mb["obs"]).log_prob(mb["actions"]) - mb["log_probs"])
+    adv = mb["advantages"]
+    textbook = -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv).mean()
+    grads_textbook = torch.autograd.grad(textbook, list(model.policy.parameters()), allow_unused=True)
+    assert 0.1 < ((ratio - 1).abs() > clip).float().mean() < 0.9  # both regimes are exercised
+    torch.testing.assert_close(ours, textbook)
+    for a, b in zip(grads_ours, grads_textbook):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
 def test_advantage_normalization_of_a_single_sample_is_finite(tmp_path):
     model = PPO(env_id="CartPole-v1", num_envs=1, n_steps=4, batch_size=1, n_epochs=1, total_timesteps=8, eval_every=-1)
     assert model.normalize_advantages(torch.tensor([3.0])).item() == 0.0
@@ -84,6 +108,23 @@ def test_gradient_steps_per_rollout_are_epochs_times_minibatches(tmp_path):
     assert model.num_timesteps == 192 and trainer.global_step == 3 * (3 * 64 // 16)
     a2c = A2C(env_id="CartPole-v1", num_envs=4, n_steps=5, total_timesteps=200, eval_every=-1)
     assert _fit(a2c, tmp_path).global_step == 10
+
+
+def test_small_rollouts_share_a_training_step_until_an_evaluation(tmp_path):
+    """A2C's 20-step rollouts: one training_step takes rollouts until 256 env steps (Lightning's loop runs
+    once per group), and ends early after an evaluation so that best.ckpt holds the evaluated weights."""
+    a2c = A2C(env_id="CartPole-v1", num_envs=4, n_steps=5, total_timesteps=1000, eval_every=100, eval_episodes=1)
+    seen = []
+    a2c.on_train_batch_end = lambda *args: seen.append((a2c.num_timesteps, a2c.evaluated_at))
+    trainer = _fit(a2c, tmp_path)
+    assert trainer.global_step == 50  # one gradient step per rollout, as before
+    assert [steps for steps, _ in seen] == [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+    assert all(steps == evaluated for steps, evaluated in seen)  # each group ended right at its evaluation
+    no_eval = A2C(env_id="CartPole-v1", num_envs=4, n_steps=5, total_timesteps=1000, eval_every=-1)
+    seen.clear()
+    no_eval.on_train_batch_end = lambda *args: seen.append(no_eval.num_timesteps)
+    _fit(no_eval, tmp_path)
+    assert seen == [260, 520, 780, 1000]
 
 
 def test_observation_and_reward_statistics_survive_save_and_load_and_freeze_in_evaluation(tmp_path):

@@ -62,14 +62,18 @@ class A2C(OnPolicyModule):
         advantages = batch["advantages"]
         if self.hparams.normalize_advantage:
             advantages = self.normalize_advantages(advantages)
-        entropy = dist.entropy()
-        return {
+        losses = {
             "loss_policy": -(dist.log_prob(batch["actions"]) * advantages).mean(),  # actor: follow A(s, a)
             "loss_value": self.hparams.vf_coef * F.mse_loss(values, batch["returns"]),  # critic: fit R
-            "loss_entropy": -self.hparams.ent_coef * entropy.mean(),
-            "entropy": entropy.detach().mean(),
-            "explained_variance": explained_variance(batch["values"], batch["returns"]),
         }
+        if self.hparams.ent_coef > 0:  # with ent_coef 0 the entropy would only add graph nodes
+            losses["loss_entropy"] = -self.hparams.ent_coef * dist.entropy().mean()
+        if self.log_due:  # diagnostics, only for the batches whose metrics are written
+            with torch.no_grad():
+                losses["entropy"] = dist.entropy().mean()
+                losses.setdefault("loss_entropy", -self.hparams.ent_coef * losses["entropy"])
+                losses["explained_variance"] = explained_variance(batch["values"], batch["returns"])
+        return losses
 
     def configure_optimizers(self) -> Any:
         lr = self.scheduled(self.hparams.learning_rate)

@@ -90,8 +90,7 @@ class OnPolicyModule(RLModule):
         optimizer = self.optimizers()
         self.set_learning_rate(optimizer)
         losses = self.loss(batch)
-        total = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        self.gradient_step(total, optimizer, self.hparams.max_grad_norm)
+        self.gradient_step(total_loss(losses), optimizer, self.hparams.max_grad_norm)
         return self.metric_names(losses)
 
     def normalize_advantages(self, adv: Tensor) -> Tensor:
@@ -102,6 +101,15 @@ class OnPolicyModule(RLModule):
         mean = stats[0] / stats[2]
         var = (stats[1] / stats[2] - mean.square()).clamp_min(0.0)
         return (adv - mean) / (var.sqrt() + 1e-8)
+
+
+def total_loss(losses: dict[str, Tensor]) -> Tensor:
+    """The sum of the ``loss_*`` terms that carry gradients (no leading ``0 +``: one graph node fewer)."""
+    terms = [v for k, v in losses.items() if k.startswith("loss_") and v.requires_grad]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def explained_variance(values: Tensor, returns: Tensor) -> Tensor:

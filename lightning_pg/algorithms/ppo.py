@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_pg.algorithms.base import check
-from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
+from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance, total_loss
 from lightning_pg.data.rollouts import RolloutIterable
 from lightning_pg.schedules import ScheduleSpec, parse_schedule
 
@@ -39,7 +39,8 @@ class PPO(OnPolicyModule):
 
     Logged: ``loss/policy``, ``loss/value``, ``loss/entropy`` (means over the update's minibatches), and
     after the update, on the whole rollout: ``ppo/approx_kl`` and ``ppo/clip_fraction`` (how far the new
-    policy is from the one that collected the data), ``ppo/entropy``, ``ppo/explained_variance``.
+    policy is from the one that collected the data), ``ppo/entropy``, ``ppo/explained_variance`` (these
+    only for the rollouts whose metrics are written, one every ``log_every`` env steps).
 
     Differences from SB3: values are computed in one batched pass after the rollout rather than per step
     (same numbers); a minibatch equal to the whole rollout skips the shuffle (same gradient); approx_kl and
@@ -81,13 +82,15 @@ class PPO(OnPolicyModule):
     def make_data(self) -> RolloutIterable:
         return RolloutIterable(self, self.hparams.n_steps)
 
-    def loss(self, mb: dict[str, Tensor], clip: float, clip_vf: float | None) -> dict[str, Tensor]:
-        """The clipped surrogate, value and entropy terms on a minibatch whose advantages are normalized."""
+    def loss(self, mb: dict[str, Tensor], clip_vf: float | None) -> dict[str, Tensor]:
+        """The clipped surrogate, value and entropy terms on a minibatch from :meth:`minibatches`."""
         dist = self.policy.dist(mb["obs"])
         values = self.policy.value(mb["obs"])
         ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])  # r_t(θ) = π(a|s) / π_old(a|s)
-        advantages = mb["advantages"]
-        surrogate = torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+        # min(r·Â, clip(r, 1−ε, 1+ε)·Â) is r·Â with r capped at 1+ε where Â > 0 and floored at 1−ε where
+        # Â < 0: one clamp to per-sample bounds (set with the minibatch) instead of two products and a min;
+        # the same values and gradients, four graph nodes fewer per minibatch (~10% of a CartPole update)
+        surrogate = ratio.clamp(mb["ratio_low"], mb["ratio_high"]) * mb["advantages"]
         if clip_vf is not None:  # keep the new value within clip_vf of the value at collection time
             values = mb["values"] + (values - mb["values"]).clamp(-clip_vf, clip_vf)
         losses = {
@@ -117,38 +120,48 @@ class PPO(OnPolicyModule):
         clip = self.scheduled(self.hparams.clip_range)
         clip_vf = None if self.hparams.clip_range_vf is None else self.scheduled(self.hparams.clip_range_vf)
         target_kl, history = self.hparams.target_kl, []
-        for mb in self.minibatches(batch):
+        for mb in self.minibatches(batch, clip):
             if target_kl is not None and self.diagnostics(mb, clip)["approx_kl"] > 1.5 * target_kl:
                 break  # early stop: the policy moved too far from the one that collected the data (as SB3)
-            losses = self.loss(mb, clip, clip_vf)
-            self.gradient_step(sum(losses.values()), optimizer, self.hparams.max_grad_norm)
+            losses = self.loss(mb, clip_vf)
+            self.gradient_step(total_loss(losses), optimizer, self.hparams.max_grad_norm)
             history.append(losses)
         metrics = {k: torch.stack([h[k].detach() for h in history]).mean() for k in history[0]} if history else {}
+        if not self.log_due:
+            return self.metric_names(metrics)  # the losses: enough for the finiteness check
         metrics.update(self.diagnostics(batch, clip))
         metrics.setdefault("loss_entropy", -self.hparams.ent_coef * metrics["entropy"])
         named = self.metric_names(metrics)
         named["ppo/learning_rate"], named["ppo/clip_range"] = torch.tensor(lr), torch.tensor(clip)
         return named
 
-    def minibatches(self, batch: dict[str, Tensor]) -> Iterator[dict[str, Tensor]]:
-        """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch.
+    def minibatches(self, batch: dict[str, Tensor], clip: float) -> Iterator[dict[str, Tensor]]:
+        """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch,
+        with the ratio's clipping bounds per sample (``ratio_low``, ``ratio_high``, see :meth:`loss`).
 
         A minibatch that is the whole rollout (the CartPole zoo setting) needs no shuffle (same gradient),
-        no copies, and its advantages normalized only once.
+        no copies, and its advantages and bounds computed only once.
         """
         size, batch_size = len(batch["obs"]), self.hparams.batch_size
         keys = ("obs", "actions", "log_probs", "values", "advantages", "returns")
         whole = None
         for _ in range(self.hparams.n_epochs):
             if batch_size == size:
-                whole = whole or {**batch, "advantages": self._advantages(batch["advantages"])}
+                whole = whole or self._with_bounds({**batch, "advantages": self._advantages(batch["advantages"])}, clip)
                 yield whole
                 continue
             order = torch.randperm(size, device=self.device)
             for start in range(0, size, batch_size):
                 mb = {k: batch[k][order[start : start + batch_size]] for k in keys}
                 mb["advantages"] = self._advantages(mb["advantages"])
-                yield mb
+                yield self._with_bounds(mb, clip)
+
+    @staticmethod
+    def _with_bounds(mb: dict[str, Tensor], clip: float) -> dict[str, Tensor]:
+        positive = mb["advantages"] > 0  # Â > 0: r may fall freely but rise only to 1+ε; Â <= 0: the reverse
+        mb["ratio_low"] = torch.where(positive, 0.0, 1.0 - clip)
+        mb["ratio_high"] = torch.where(positive, 1.0 + clip, torch.inf)
+        return mb
 
     def _advantages(self, advantages: Tensor) -> Tensor:
         return self.normalize_advantages(advantages) if self.hparams.normalize_advantage else advantages
