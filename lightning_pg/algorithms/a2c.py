@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_pg.algorithms.base import check
@@ -57,23 +56,23 @@ class A2C(OnPolicyModule):
         return RolloutIterable(self, self.hparams.n_steps)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        dist = self.policy.dist(batch["obs"])
-        values = self.policy.value(batch["obs"])
+        return self.loss_terms(batch, self.policy.dist(batch["obs"]), self.policy.value(batch["obs"]))[0]
+
+    def loss_terms(self, batch: dict[str, Tensor], dist: Any, values: Tensor) -> tuple[dict[str, Tensor], tuple]:
+        """The loss terms from the policy's ``dist`` and ``values`` on ``batch["obs"]``, and their derivatives
+        per sample (dL/dlog π(a|s), dL/dV(s), dL/dH) for the by-hand backward (see OnPolicyModule.policy_step)."""
         advantages = batch["advantages"]
         if self.hparams.normalize_advantage:
             advantages = self.normalize_advantages(advantages)
-        losses = {
-            "loss_policy": -(dist.log_prob(batch["actions"]) * advantages).mean(),  # actor: follow A(s, a)
-            "loss_value": self.hparams.vf_coef * F.mse_loss(values, batch["returns"]),  # critic: fit R
-        }
-        if self.hparams.ent_coef > 0:  # with ent_coef 0 the entropy would only add graph nodes
-            losses["loss_entropy"] = -self.hparams.ent_coef * dist.entropy().mean()
+        losses = {"loss_policy": -(dist.log_prob(batch["actions"]) * advantages).mean()}  # actor: follow A(s, a)
+        losses["loss_value"], d_value = self.value_loss(values, batch)  # critic: fit R
+        d_entropy = self.entropy_bonus(losses, dist)
         if self.log_due:  # diagnostics, only for the batches whose metrics are written
             with torch.no_grad():
                 losses["entropy"] = dist.entropy().mean()
                 losses.setdefault("loss_entropy", -self.hparams.ent_coef * losses["entropy"])
                 losses["explained_variance"] = explained_variance(batch["values"], batch["returns"])
-        return losses
+        return losses, (advantages * (-1.0 / len(advantages)), d_value, d_entropy)
 
     def configure_optimizers(self) -> Any:
         lr = self.scheduled(self.hparams.learning_rate)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -286,8 +286,11 @@ class RLModule(pl.LightningModule):
         fused step, too late for gradient clipping (Lightning refuses to clip there)."""
         return adam(params, lr, fused=not str(self.trainer.precision).startswith("16"), **kwargs)
 
-    def gradient_step(self, loss: Tensor, optimizer: Any, max_grad_norm: float | None = None) -> None:
+    def gradient_step(self, loss: Tensor | Callable[[], None], optimizer: Any, max_grad_norm: float | None = None) -> None:
         """zero_grad, backward, optional norm clipping, step.
+
+        ``loss`` is a scalar tensor, or (direct steps only) a function that writes the gradients into ``.grad``
+        itself: the on-policy update's backward by hand (OnPolicyModule.policy_step).
 
         On one device in 32-bit or bf16 precision this calls backward and step directly: Lightning's
         per-step hooks (on_before_backward, on_before_optimizer_step, ...) cost ~0.1 ms, a tenth of a PPO
@@ -305,7 +308,7 @@ class RLModule(pl.LightningModule):
                 flat.grad_buffer.zero_()  # torch's zero_grad and clip_grad_norm_ wrappers took 64 and 158 us
             else:  # per PPO update here, more than a third of the backward pass itself
                 raw.zero_grad(set_to_none=False)
-            loss.backward()
+            loss() if callable(loss) else loss.backward()
             if max_grad_norm is not None and flat is not None:
                 grad = flat.grad_buffer
                 grad.mul_(torch.clamp(max_grad_norm / (torch.linalg.vector_norm(grad) + 1e-6), max=1.0))

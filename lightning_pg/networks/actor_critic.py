@@ -18,7 +18,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightning_pg.networks.distributions import Categorical, DiagGaussian
-from lightning_pg.networks.encoders import make_encoder
+from lightning_pg.networks.encoders import MLP, linear_backward, make_encoder
 from lightning_pg.networks.normalize import RunningMeanStd
 
 
@@ -75,6 +75,45 @@ class ActorCritic(nn.Module):
 
     def value(self, x: Tensor) -> Tensor:
         return self.v_head(self.v_body(x)).squeeze(-1)
+
+    # ---- the update's forward and backward written out ------------------------------------------------------
+    # A PPO CartPole update is ~7,800 forward+backward passes of two 64x64 MLPs over 256 samples. There, autograd's
+    # bookkeeping (recording ~34 graph nodes, then running each at ~6 us) costs more than the arithmetic: 430 us
+    # per pass against 270 us with the same tensor ops written out. So for the common case (MLP bodies with tanh
+    # or relu, 32-bit) the on-policy update runs this pair; everything else uses autograd, and tests check that
+    # both give the same gradients.
+    @property
+    def has_backward_by_hand(self) -> bool:
+        bodies = [self.pi_body] if self.v_body is None else [self.pi_body, self.v_body]
+        return all(isinstance(body, MLP) and body.has_backward_by_hand for body in bodies)
+
+    @torch.no_grad()
+    def forward_saving(self, x: Tensor) -> tuple[Categorical | DiagGaussian, Tensor | None, tuple]:
+        """``dist(x)`` and ``value(x)`` (None without a value) plus what :meth:`backward_by_hand` needs."""
+        pi_saved = self.pi_body.forward_saving(x)
+        dist = self.pi_head(pi_saved[-1])
+        if self.v_body is None:
+            return dist, None, (pi_saved, None)
+        v_saved = self.v_body.forward_saving(x)
+        return dist, self.v_head(v_saved[-1]).squeeze(-1), (pi_saved, v_saved)
+
+    @torch.no_grad()
+    def backward_by_hand(
+        self, dist: Categorical | DiagGaussian, saved: tuple, actions: Tensor, d_log_prob: Tensor,
+        d_value: Tensor | None, d_entropy: float | None = None,
+    ) -> None:
+        """Write dL/dθ into every parameter's ``.grad`` for a loss given by its derivatives per sample:
+        dL/dlog π(a|s) ``[B]``, dL/dV(s) ``[B]`` and dL/dH (one number: entropy bonuses weigh every sample alike)."""
+        pi_saved, v_saved = saved
+        if isinstance(self.pi_head, GaussianHead):
+            grad_mean, grad_log_std = dist.backward(actions, d_log_prob, d_entropy)
+            torch.sum(grad_log_std, 0, out=self.pi_head.log_std.grad)  # one log-std shared by every state
+            grad_features = linear_backward(self.pi_head.mean, pi_saved[-1], grad_mean)
+        else:
+            grad_features = linear_backward(self.pi_head, pi_saved[-1], dist.backward(actions, d_log_prob, d_entropy))
+        self.pi_body.backward_by_hand(pi_saved, grad_features)
+        if v_saved is not None:
+            self.v_body.backward_by_hand(v_saved, linear_backward(self.v_head, v_saved[-1], d_value.unsqueeze(-1)))
 
     def _orthogonal_init(self) -> None:
         """PPO's init (Andrychowicz et al. 2021): hidden gain √2, policy output 0.01, value output 1."""

@@ -35,6 +35,18 @@ class Categorical:
     def mode(self) -> Tensor:
         return self.log_probs.argmax(-1)
 
+    def backward(self, actions: Tensor, d_log_prob: Tensor, d_entropy: float | None = None) -> Tensor:
+        """dL/dlogits ``[B, n]`` from dL/dlog π(a|s) ``[B]`` (and dL/dH, the same for every sample), by hand.
+
+        log π(a) = logits_a − logsumexp(logits): d/dlogits = onehot(a) − p. H = −Σ p log p: dH/dlogits = −p (log p + H).
+        """
+        probs = self.log_probs.exp()
+        grad = probs * -d_log_prob.unsqueeze(-1)
+        grad.scatter_add_(-1, actions.long().unsqueeze(-1), d_log_prob.unsqueeze(-1))
+        if d_entropy:
+            grad -= d_entropy * probs * (self.log_probs + self.entropy().unsqueeze(-1))
+        return grad
+
 
 class DiagGaussian:
     """π(a|s) = N(mean, diag(exp(log_std)²)). Shapes: mean ``[B, d]``, log_std ``[d]`` or ``[B, d]``, actions ``[B, d]``."""
@@ -55,6 +67,19 @@ class DiagGaussian:
 
     def mode(self) -> Tensor:
         return self.mean
+
+    def backward(self, actions: Tensor, d_log_prob: Tensor, d_entropy: float | None = None) -> tuple[Tensor, Tensor]:
+        """(dL/dmean ``[B, d]``, dL/dlog_std ``[B, d]``) from dL/dlog π(a|s) ``[B]`` (and dL/dH per sample), by hand.
+
+        With z = (a − mean) / std: dlog π/dmean = z / std, dlog π/dlog_std = z² − 1; dH/dlog_std = 1.
+        """
+        inv_std = torch.exp(-self.log_std)
+        z = (actions - self.mean) * inv_std
+        d = d_log_prob.unsqueeze(-1)
+        grad_log_std = d * (z.square() - 1.0)
+        if d_entropy:
+            grad_log_std += d_entropy
+        return d * z * inv_std, grad_log_std
 
 
 _LOG_2 = math.log(2.0)

@@ -14,6 +14,16 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
+#: derivatives written from the activation's OUTPUT y, which is what the hand-written backward keeps
+DERIVATIVES = {"tanh": lambda y: 1.0 - y * y, "relu": lambda y: (y > 0).to(y.dtype)}
+
+
+def linear_backward(layer: nn.Linear, inputs: Tensor, grad_out: Tensor, input_grad: bool = True) -> Tensor | None:
+    """Backward of ``y = x Wᵀ + b`` by hand: writes dL/dW = gᵀx and dL/db = Σ g into the layer's ``.grad``
+    (which must exist) and returns dL/dx = g W (None when ``input_grad`` is False)."""
+    torch.mm(grad_out.t(), inputs, out=layer.weight.grad)
+    torch.sum(grad_out, 0, out=layer.bias.grad)
+    return grad_out.mm(layer.weight) if input_grad else None
 
 
 class MLP(nn.Module):
@@ -28,16 +38,43 @@ class MLP(nn.Module):
         sizes = [in_features, *hidden_sizes]
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         self.activation = ACTIVATIONS[activation]
+        self.activation_name = activation
         self.out_features = sizes[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2:
-            x = x.flatten(1)
-        if x.dtype != torch.float32:
-            x = x.float()
+        x = _flat_float(x)
         for layer in self.layers:
             x = self.activation(F.linear(x, layer.weight, layer.bias))
         return x
+
+    # ---- the same pass with its backward written out (on-policy fast path, see ActorCritic.backward_by_hand)
+    @property
+    def has_backward_by_hand(self) -> bool:
+        return self.activation_name in DERIVATIVES
+
+    @torch.no_grad()
+    def forward_saving(self, x: Tensor) -> list[Tensor]:
+        """``forward`` keeping every layer's input and the output: ``[x, h_1, ..., h_k]`` (``h_k`` is the output)."""
+        saved = [_flat_float(x)]
+        for layer in self.layers:
+            saved.append(self.activation(F.linear(saved[-1], layer.weight, layer.bias)))
+        return saved
+
+    @torch.no_grad()
+    def backward_by_hand(self, saved: list[Tensor], grad_out: Tensor) -> None:
+        """Given dL/d(output) for the activations ``saved`` by :meth:`forward_saving`, write dL/dW and dL/db of
+        every layer into its ``.grad`` (the input's gradient is not needed: observations are data)."""
+        derivative = DERIVATIVES[self.activation_name]
+        grad = grad_out
+        for i in reversed(range(len(self.layers))):
+            grad = grad * derivative(saved[i + 1])  # through the activation: dL/d(pre-activation)
+            grad = linear_backward(self.layers[i], saved[i], grad, input_grad=i > 0)
+
+
+def _flat_float(x: Tensor) -> Tensor:
+    if x.dim() != 2:
+        x = x.flatten(1)
+    return x if x.dtype == torch.float32 else x.float()
 
 
 def is_image_space(space: spaces.Space) -> bool:
