@@ -6,6 +6,8 @@ It reads the PPO hyperparameters of a config and repeats what the CLI run does, 
 vector env, the same networks and init, rollouts with one batched value pass, GAE, n_epochs of minibatch
 steps with fused Adam on contiguous parameters and gradient clipping, linear schedules, a deterministic
 evaluation every eval_every env steps and a checkpoint (torch.save) every checkpoint.every_n_env_steps.
+Its update is the one lightning_pg runs: the forward and backward written out (ActorCritic.forward_saving /
+backward_by_hand, the loss's derivatives inline below); `--autograd` runs the textbook autograd update instead.
 `benchmarks/lightning_overhead.py` runs it side by side with the CLI; it prints the loop's own time.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/ppo_cartpole.yaml")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--autograd", action="store_true", help="autograd update instead of the by-hand one")
     args = parser.parse_args()
     start_process = time.perf_counter()
     config = yaml.safe_load(open(args.config))
@@ -123,14 +126,23 @@ def main() -> None:
                     mb = {k: v[order[begin : begin + hp.batch_size]] for k, v in batch.items()}
                     mb["advantages"] = normalized(mb["advantages"])
                 a = mb["advantages"]
-                dist = policy.dist(mb["obs"])
-                ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])
-                loss = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean()
-                loss = loss + hp.vf_coef * torch.nn.functional.mse_loss(policy.value(mb["obs"]), mb["returns"])
-                if hp.ent_coef > 0:
-                    loss = loss - hp.ent_coef * dist.entropy().mean()
                 optimizer.zero_grad(set_to_none=False)
-                loss.backward()
+                if args.autograd:
+                    dist = policy.dist(mb["obs"])
+                    ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])
+                    loss = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean()
+                    loss = loss + hp.vf_coef * torch.nn.functional.mse_loss(policy.value(mb["obs"]), mb["returns"])
+                    if hp.ent_coef > 0:
+                        loss = loss - hp.ent_coef * dist.entropy().mean()
+                    loss.backward()
+                else:  # the same loss, its derivatives per sample written out, then the networks' backward by hand
+                    dist, values, saved = policy.forward_saving(mb["obs"])
+                    ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])
+                    inside = torch.where(a > 0, ratio <= 1 + eps, ratio >= 1 - eps)  # where min() keeps r·A
+                    d_log_prob = torch.where(inside, ratio * a, 0.0) * (-1.0 / len(a))
+                    d_value = (values - mb["returns"]) * (2.0 * hp.vf_coef / len(a))
+                    d_entropy = -hp.ent_coef / len(a) if hp.ent_coef > 0 else None
+                    policy.backward_by_hand(dist, saved, mb["actions"], d_log_prob, d_value, d_entropy)
                 torch.nn.utils.clip_grad_norm_(flat, hp.max_grad_norm, foreach=True)
                 optimizer.step()
 

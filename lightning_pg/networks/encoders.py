@@ -14,8 +14,12 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
-#: derivatives written from the activation's OUTPUT y, which is what the hand-written backward keeps
-DERIVATIVES = {"tanh": lambda y: 1.0 - y * y, "relu": lambda y: (y > 0).to(y.dtype)}
+#: backward of the activation from its OUTPUT y (what the hand-written backward keeps): dL/dx given dL/dy.
+#: autograd's own kernels, one fused op each: g·(1 − y²) as three ops took 9.5 us here, tanh_backward 3.6 us
+ACTIVATION_BACKWARDS = {
+    "tanh": torch.ops.aten.tanh_backward,
+    "relu": lambda grad, y: torch.ops.aten.threshold_backward(grad, y, 0),
+}
 
 
 def linear_backward(layer: nn.Linear, inputs: Tensor, grad_out: Tensor, input_grad: bool = True) -> Tensor | None:
@@ -50,7 +54,7 @@ class MLP(nn.Module):
     # ---- the same pass with its backward written out (on-policy fast path, see ActorCritic.backward_by_hand)
     @property
     def has_backward_by_hand(self) -> bool:
-        return self.activation_name in DERIVATIVES
+        return self.activation_name in ACTIVATION_BACKWARDS
 
     @torch.no_grad()
     def forward_saving(self, x: Tensor) -> list[Tensor]:
@@ -64,10 +68,10 @@ class MLP(nn.Module):
     def backward_by_hand(self, saved: list[Tensor], grad_out: Tensor) -> None:
         """Given dL/d(output) for the activations ``saved`` by :meth:`forward_saving`, write dL/dW and dL/db of
         every layer into its ``.grad`` (the input's gradient is not needed: observations are data)."""
-        derivative = DERIVATIVES[self.activation_name]
+        activation_backward = ACTIVATION_BACKWARDS[self.activation_name]
         grad = grad_out
         for i in reversed(range(len(self.layers))):
-            grad = grad * derivative(saved[i + 1])  # through the activation: dL/d(pre-activation)
+            grad = activation_backward(grad, saved[i + 1])  # dL/d(pre-activation)
             grad = linear_backward(self.layers[i], saved[i], grad, input_grad=i > 0)
 
 
