@@ -259,3 +259,31 @@ def test_backward_by_hand_is_used_in_training_and_trains_like_autograd(tmp_path)
         weights[by_hand] = torch.cat([p.detach().reshape(-1) for p in model.policy.parameters()])
     torch.testing.assert_close(weights[True], weights[False], rtol=1e-4, atol=1e-5)
     assert not PPO(env_id="tests.envs:PixelCartPole", num_envs=1).policy.has_backward_by_hand  # CNN: autograd
+
+
+@pytest.mark.parametrize("env_id, activation", [("CartPole-v1", "tanh"), ("Pendulum-v1", "relu")])
+def test_numpy_acting_draws_the_torch_policys_actions_and_log_probs(env_id, activation):
+    """Rollouts on the CPU sample in numpy: from the same RNG state, the same actions and log-probs as torch."""
+    model = PPO(env_id=env_id, num_envs=16, activation=activation, log_std_init=-0.5)
+    obs = np.stack([model.observation_space.sample() for _ in range(16)])
+    torch.manual_seed(1)
+    actions, log_probs = model.policy.numpy_actor()(obs)
+    after_numpy = torch.rand(())
+    torch.manual_seed(1)
+    with torch.no_grad():
+        dist = model.policy.dist(torch.from_numpy(obs))
+        expected = dist.sample()
+        expected_log_probs = dist.log_prob(expected)
+    assert torch.rand(()) == after_numpy  # the same random draws consumed: seeding and resume behave alike
+    assert actions.dtype == expected.numpy().dtype and actions.shape == expected.shape
+    np.testing.assert_allclose(actions, expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(log_probs, expected_log_probs.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_training_acts_in_numpy_only_where_the_policy_allows(tmp_path):
+    plain = PPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64, eval_every=-1)
+    normalized = PPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64, eval_every=-1,
+                     normalize_obs=True)
+    _fit(plain, tmp_path)
+    _fit(normalized, tmp_path)
+    assert plain.acts_in_numpy and not normalized.acts_in_numpy  # running obs statistics update in torch

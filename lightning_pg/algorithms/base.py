@@ -178,9 +178,10 @@ class RLModule(pl.LightningModule):
         raise NotImplementedError
 
     # ---- acting ---------------------------------------------------------------------------------------------
-    def env_actions(self, actions: Tensor) -> np.ndarray:
+    def env_actions(self, actions: Tensor | np.ndarray) -> np.ndarray:
         """What the env receives: raw actions clipped into a Box's bounds (the raw ones stay in the batch)."""
-        actions = actions.detach().cpu().numpy()
+        if isinstance(actions, Tensor):
+            actions = actions.detach().cpu().numpy()
         if isinstance(self.action_space, spaces.Box):
             return np.clip(actions, self.action_space.low, self.action_space.high)
         return actions

@@ -57,6 +57,7 @@ class OnPolicyModule(RLModule):
         )
         self.ret_rms = RunningMeanStd(()) if normalize_reward else None
         self._by_hand = False  # decided in on_train_start
+        self.acts_in_numpy = False  # likewise
 
     # ---- acting -----------------------------------------------------------------------------------------
     def observe(self, obs: Tensor) -> Tensor:
@@ -101,6 +102,8 @@ class OnPolicyModule(RLModule):
             and self.policy.has_backward_by_hand and hasattr(self, "loss_terms")
             and len(params) == 1 and hasattr(params[0], "grad_views")
         )
+        # rollouts act through numpy where the same conditions hold on the CPU (ActorCritic.numpy_actor)
+        self.acts_in_numpy = self._by_hand and self.policy.obs_rms is None and self.device.type == "cpu"
 
     def policy_step(self, batch: dict[str, Tensor], optimizer: Any, **loss_kwargs: Any) -> dict[str, Tensor]:
         """One gradient step on the algorithm's loss for ``batch``; returns the loss terms.

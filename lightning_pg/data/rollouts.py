@@ -38,14 +38,20 @@ class RolloutIterable(EnvIterable):
         dones = np.zeros((n_steps, num_envs), bool)
         cut_at, cut_obs = [], []  # (t, env) of time-limit cuts and their true final observations
         episode_returns, episode_lengths = [], []
+        numpy_actor = module.policy.numpy_actor() if getattr(module, "acts_in_numpy", False) else None
         with torch.no_grad():
             for t in range(n_steps):
-                x = module.observe(self.as_tensor(obs).to(device))
-                dist = module.policy.dist(x)
-                action = dist.sample()
+                if numpy_actor is not None:  # the same sampling as below, in numpy (see ActorCritic.numpy_actor)
+                    x = self.as_tensor(obs)
+                    action, log_prob = numpy_actor(obs)
+                else:
+                    x = module.observe(self.as_tensor(obs).to(device))
+                    dist = module.policy.dist(x)
+                    action = dist.sample()
+                    log_prob = dist.log_prob(action)
                 xs.append(x)
                 actions.append(action)
-                log_probs.append(dist.log_prob(action))
+                log_probs.append(log_prob)
                 obs, rewards[t], terminated[t], truncated, info = self.step(action)
                 dones[t] = terminated[t] | truncated
                 if dones[t].any():
@@ -75,8 +81,8 @@ class RolloutIterable(EnvIterable):
             )
         return {
             "obs": torch.cat(xs),
-            "actions": torch.cat(actions),
-            "log_probs": torch.cat(log_probs),
+            "actions": _cat(actions),
+            "log_probs": _cat(log_probs),
             "values": values.reshape(-1),
             "advantages": advantages.reshape(-1),
             "returns": returns.reshape(-1),
@@ -84,3 +90,8 @@ class RolloutIterable(EnvIterable):
             "episode_returns": np.concatenate(episode_returns) if episode_returns else np.zeros(0),
             "episode_lengths": np.concatenate(episode_lengths) if episode_lengths else np.zeros(0),
         }
+
+
+def _cat(items: list) -> torch.Tensor:
+    """Concatenate per-step tensors, or per-step numpy arrays (numpy acting) into a tensor."""
+    return torch.cat(items) if isinstance(items[0], torch.Tensor) else torch.from_numpy(np.concatenate(items))

@@ -17,7 +17,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightning_pg.networks.distributions import Categorical, DiagGaussian
+from lightning_pg.networks.distributions import _LOG_SQRT_2PI, Categorical, DiagGaussian
 from lightning_pg.networks.encoders import MLP, linear_backward, make_encoder
 from lightning_pg.networks.normalize import RunningMeanStd
 
@@ -115,6 +115,11 @@ class ActorCritic(nn.Module):
         if v_saved is not None:
             self.v_body.backward_by_hand(v_saved, linear_backward(self.v_head, v_saved[-1], d_value.unsqueeze(-1)))
 
+    def numpy_actor(self) -> "NumpyActor":
+        """This policy's sampling as numpy ops on the weights' own memory, for rollouts on the CPU (MLP bodies
+        with tanh or relu, see :class:`NumpyActor`). Build it per rollout: it holds views, not copies."""
+        return NumpyActor(self)
+
     def _orthogonal_init(self) -> None:
         """PPO's init (Andrychowicz et al. 2021): hidden gain √2, policy output 0.01, value output 1."""
         for body in (self.pi_body, self.v_body):
@@ -128,3 +133,40 @@ class ActorCritic(nn.Module):
         if self.v_head is not None:
             nn.init.orthogonal_(self.v_head.weight, 1.0)
             nn.init.zeros_(self.v_head.bias)
+
+
+class NumpyActor:
+    """π(a|s) sampling of an MLP :class:`ActorCritic` in numpy, for the rollout's per-step acting on the CPU.
+
+    A rollout step acts on a handful of observations (8 CartPoles): a dozen tiny ops, where torch's per-op
+    dispatch (~4 us each here) was most of the cost: 187 against 143 us per step, policy plus env, with numpy.
+    The arrays are views of the parameters (the optimizer's in-place updates show through), and the noise is
+    drawn from torch's RNG exactly as :meth:`Categorical.sample` and :meth:`DiagGaussian.sample` draw it, so
+    seeding and bit-identical resume work as on the torch path. Log-probs agree with torch's to float rounding.
+    """
+
+    _ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
+
+    def __init__(self, policy: ActorCritic):
+        view = lambda t: t.detach().numpy()  # noqa: E731 - shares memory with the parameter
+        self.layers = [(view(layer.weight).T, view(layer.bias)) for layer in policy.pi_body.layers]
+        self.activation = self._ACTIVATIONS[policy.pi_body.activation_name]
+        gaussian = isinstance(policy.pi_head, GaussianHead)
+        out = policy.pi_head.mean if gaussian else policy.pi_head
+        self.out = (view(out.weight).T, view(out.bias))
+        self.log_std = view(policy.pi_head.log_std) if gaussian else None
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sampled actions ``[B]`` (discrete) or ``[B, d]`` and their log-probs ``[B]`` for observations ``[B, ...]``."""
+        h = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+        for weight, bias in self.layers:
+            h = self.activation(h @ weight + bias)
+        out = h @ self.out[0] + self.out[1]
+        if self.log_std is None:  # categorical, Gumbel-max as Categorical.sample
+            shifted = out - out.max(-1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+            actions = (log_probs - np.log(torch.empty(log_probs.shape).exponential_().numpy())).argmax(-1)
+            return actions, np.take_along_axis(log_probs, actions[:, None], -1)[:, 0]
+        noise = torch.randn(out.shape).numpy()  # diagonal Gaussian: a = mean + std · ε, z = ε
+        log_prob = (-0.5 * noise * noise - self.log_std - _LOG_SQRT_2PI).sum(-1)
+        return out + np.exp(self.log_std) * noise, log_prob.astype(np.float32)
