@@ -5,7 +5,8 @@ An algorithm subclasses :class:`RLModule` and provides four things:
 - ``make_data()``: the environment-driven iterable (episodes, rollouts or replay samples) that Lightning
   drives as the train dataloader. Each batch is a dict of tensors plus ``env_steps`` (steps it took).
 - ``update(batch)``: every gradient step for that batch (manual optimization: several optimizer steps may
-  run inside one ``training_step``, so Lightning's per-step overhead is paid once per batch); returns
+  run inside one ``training_step``, which also takes several small batches, so Lightning's per-step overhead
+  is paid once per 256 env steps at most); returns
   detached metrics named as logged (``loss/policy``, ``ppo/approx_kl``, ...).
 - ``act(obs, deterministic)``: raw actions for a batch of observations (no autograd).
 - ``configure_optimizers()``.
