@@ -287,3 +287,17 @@ def test_training_acts_in_numpy_only_where_the_policy_allows(tmp_path):
     _fit(plain, tmp_path)
     _fit(normalized, tmp_path)
     assert plain.acts_in_numpy and not normalized.acts_in_numpy  # running obs statistics update in torch
+
+
+def test_a_subclass_that_changes_the_loss_trains_with_autograd(tmp_path):
+    """The by-hand backward follows loss_terms: overriding loss() alone must not be bypassed silently."""
+    class ScaledPPO(PPO):
+        def loss(self, mb, clip_vf):
+            losses = super().loss(mb, clip_vf)
+            return {**losses, "loss_value": 2.0 * losses["loss_value"]}
+
+    kwargs = dict(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=32, eval_every=-1)
+    scaled, plain = ScaledPPO(**kwargs), PPO(**kwargs)
+    _fit(scaled, tmp_path)
+    _fit(plain, tmp_path)
+    assert not scaled._by_hand and plain._by_hand

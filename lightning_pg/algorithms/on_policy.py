@@ -99,11 +99,17 @@ class OnPolicyModule(RLModule):
         params = [p for optimizer in self.trainer.optimizers for group in optimizer.param_groups for p in group["params"]]
         self._by_hand = (  # the by-hand backward writes into the .grad views of one flat parameter (see contiguous)
             self.backward_by_hand and self._direct_steps and str(self.trainer.precision) in ("32", "32-true")
-            and self.policy.has_backward_by_hand and hasattr(self, "loss_terms")
+            and self.policy.has_backward_by_hand and self._loss_terms_match_loss()
             and len(params) == 1 and hasattr(params[0], "grad_views")
         )
         # rollouts act through numpy where the same conditions hold on the CPU (ActorCritic.numpy_actor)
         self.acts_in_numpy = self._by_hand and self.policy.obs_rms is None and self.device.type == "cpu"
+
+    def _loss_terms_match_loss(self) -> bool:
+        """Whether ``loss_terms`` (with derivatives) describes ``loss``: a subclass that overrides ``loss`` alone
+        (a research variant of the objective) gets autograd, so its change is never silently bypassed."""
+        owner = next((cls for cls in type(self).__mro__ if "loss_terms" in vars(cls)), None)
+        return owner is not None and type(self).loss is owner.loss
 
     def policy_step(self, batch: dict[str, Tensor], optimizer: Any, **loss_kwargs: Any) -> dict[str, Tensor]:
         """One gradient step on the algorithm's loss for ``batch``; returns the loss terms.
