@@ -79,7 +79,9 @@ def test_ppo_surrogate_equals_the_textbook_min_of_clipped_and_unclipped(env_id):
     batch["advantages"][:5] = 0.0
     clip = 0.2
     mb = next(model.minibatches(batch, clip))
-    ours = model.loss(mb, None)["loss_policy"]
+    ours = model.loss(mb, clip, None)["loss_policy"]
+    without_bounds = {k: v for k, v in mb.items() if not k.startswith("ratio_")}  # loss() makes them when missing
+    torch.testing.assert_close(model.loss(without_bounds, clip, None)["loss_policy"], ours)
     grads_ours = torch.autograd.grad(ours, list(model.policy.parameters()), allow_unused=True)
     ratio = torch.exp(model.policy.dist(mb["obs"]).log_prob(mb["actions"]) - mb["log_probs"])
     adv = mb["advantages"]
@@ -232,7 +234,7 @@ def test_backward_by_hand_gives_autograds_gradients(env_id, activation, algo, ex
         with torch.no_grad():
             batch["values"] = model.policy.value(batch["obs"]) + 0.1 * torch.randn(128)  # some values clipped
         batch = next(model.minibatches(batch, 0.2))
-        kwargs = {"clip_vf": extra.get("clip_range_vf")}
+        kwargs = {"clip": 0.2, "clip_vf": extra.get("clip_range_vf")}
     else:
         model = A2C(env_id=env_id, num_envs=4, n_steps=8, activation=activation, **extra)
         batch, kwargs = model.make_data().collect(), {}
@@ -292,8 +294,8 @@ def test_training_acts_in_numpy_only_where_the_policy_allows(tmp_path):
 def test_a_subclass_that_changes_the_loss_trains_with_autograd(tmp_path):
     """The by-hand backward follows loss_terms: overriding loss() alone must not be bypassed silently."""
     class ScaledPPO(PPO):
-        def loss(self, mb, clip_vf):
-            losses = super().loss(mb, clip_vf)
+        def loss(self, mb, clip, clip_vf):
+            losses = super().loss(mb, clip, clip_vf)
             return {**losses, "loss_value": 2.0 * losses["loss_value"]}
 
     kwargs = dict(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=32, eval_every=-1)
@@ -301,3 +303,18 @@ def test_a_subclass_that_changes_the_loss_trains_with_autograd(tmp_path):
     _fit(scaled, tmp_path)
     _fit(plain, tmp_path)
     assert not scaled._by_hand and plain._by_hand
+
+
+def test_grouped_rollouts_still_save_last_ckpt_every_interval(tmp_path):
+    """A checkpoint interval shorter than a group ends the group where it is crossed (A2C: 40 steps a batch)."""
+    from lightning_pg.callbacks import RLCheckpoint
+
+    a2c = A2C(env_id="CartPole-v1", num_envs=8, n_steps=5, total_timesteps=1200, eval_every=-1)
+    saved = []
+    checkpoint = RLCheckpoint(every_n_env_steps=100, dirpath=str(tmp_path / "ckpt"), monitor=None)
+    original = checkpoint._save_last_checkpoint
+    checkpoint._save_last_checkpoint = lambda trainer, candidates: (saved.append(a2c.num_timesteps),
+                                                                    original(trainer, candidates))
+    pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path, accelerator="cpu", max_epochs=-1,
+               enable_model_summary=False, callbacks=[checkpoint]).fit(a2c)
+    assert saved == [120, 200, 320, 400, 520, 600, 720, 800, 920, 1000, 1120, 1200]

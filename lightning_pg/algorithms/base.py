@@ -209,9 +209,12 @@ class RLModule(pl.LightningModule):
         # The iterable itself, not a DataLoader: it yields whole batches, and Lightning checkpoints its state.
         return self.make_data()
 
-    #: a ``training_step`` takes batches until it holds this many env steps (or something happens: an
-    #: evaluation, the budget, a stop request). A2C's 40-step rollouts would otherwise pay Lightning's loop
-    #: (~0.15 ms, callbacks and fetcher included) 2,500 times per 100k env steps, a tenth of the A2C update.
+    #: a ``training_step`` takes batches until it holds this many env steps, or until something needs
+    #: Lightning's batch end: an evaluation (best.ckpt), a due ``last.ckpt``, the budget, a stop request.
+    #: A2C's 40-step rollouts would otherwise pay Lightning's loop (~0.15 ms, callbacks and fetcher included)
+    #: 2,500 times per 100k env steps, a tenth of the A2C update. So per-batch Trainer settings and callbacks
+    #: (``max_steps``, ``limit_train_batches``, ``on_train_batch_end``) count groups; set this to 1 for one
+    #: batch per step.
     env_steps_per_training_step = 256
 
     def training_step(self, dataloader_iter: Iterator) -> None:
@@ -220,10 +223,16 @@ class RLModule(pl.LightningModule):
         start = self.num_timesteps
         while True:
             batch, _, _ = next(dataloader_iter)
+            before = self.num_timesteps
             evaluated = self._train_on(batch)
-            if (evaluated or self.trainer.should_stop or self._stop_requested()
+            if (evaluated or self.trainer.should_stop or self._stop_requested() or self._checkpoint_due(before)
                     or self.num_timesteps - start >= self.env_steps_per_training_step):
-                return  # after an evaluation, Lightning's batch end saves best.ckpt with these very weights
+                return  # Lightning's batch end now saves best.ckpt / last.ckpt with these very weights
+
+    def _checkpoint_due(self, before: int) -> bool:
+        """Whether the last batch crossed a checkpoint callback's ``every_n_env_steps`` (the same on every rank)."""
+        return any(crossed(before, self.num_timesteps, getattr(cb, "every_n_env_steps", 0) or 0)
+                   for cb in self.trainer.checkpoint_callbacks)
 
     def _train_on(self, batch: dict[str, Any]) -> bool:
         """Account for one batch, update on it, log and evaluate when due; True when it evaluated."""

@@ -81,19 +81,22 @@ class PPO(OnPolicyModule):
     def make_data(self) -> RolloutIterable:
         return RolloutIterable(self, self.hparams.n_steps)
 
-    def loss(self, mb: dict[str, Tensor], clip_vf: float | None) -> dict[str, Tensor]:
-        """The clipped surrogate, value and entropy terms on a minibatch from :meth:`minibatches`."""
-        return self.loss_terms(mb, self.policy.dist(mb["obs"]), self.policy.value(mb["obs"]), clip_vf)[0]
+    def loss(self, mb: dict[str, Tensor], clip: float, clip_vf: float | None) -> dict[str, Tensor]:
+        """The clipped surrogate, value and entropy terms on a minibatch whose advantages are normalized."""
+        return self.loss_terms(mb, self.policy.dist(mb["obs"]), self.policy.value(mb["obs"]), clip, clip_vf)[0]
 
-    def loss_terms(self, mb: dict[str, Tensor], dist: Any, values: Tensor, clip_vf: float | None) -> tuple[dict, tuple]:
+    def loss_terms(
+        self, mb: dict[str, Tensor], dist: Any, values: Tensor, clip: float, clip_vf: float | None
+    ) -> tuple[dict[str, Tensor], tuple]:
         """The loss terms from the policy's ``dist`` and ``values`` on ``mb["obs"]``, and their derivatives per
         sample (dL/dlog π(a|s), dL/dV(s), dL/dH) for the by-hand backward (see OnPolicyModule.policy_step)."""
         ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])  # r_t(θ) = π(a|s) / π_old(a|s)
         # min(r·Â, clip(r, 1−ε, 1+ε)·Â) is r·Â with r capped at 1+ε where Â > 0 and floored at 1−ε where
         # Â < 0: one clamp to per-sample bounds (set with the minibatch) instead of two products and a min;
         # the same values and gradients, four graph nodes fewer per minibatch (~10% of a CartPole update)
-        clipped = ratio.clamp(mb["ratio_low"], mb["ratio_high"])
         advantages = mb["advantages"]
+        low, high = (mb["ratio_low"], mb["ratio_high"]) if "ratio_low" in mb else ratio_bounds(advantages, clip)
+        clipped = ratio.clamp(low, high)
         losses = {"loss_policy": -(clipped * advantages).mean()}
         with torch.no_grad():  # dL/dlog π = −r·Â/n where r is inside its bounds (dr/dlog π = r), 0 where clipped
             d_log_prob = torch.where(clipped == ratio, ratio * advantages, 0.0) * (-1.0 / len(ratio))
@@ -122,7 +125,7 @@ class PPO(OnPolicyModule):
         for mb in self.minibatches(batch, clip):
             if target_kl is not None and self.diagnostics(mb, clip)["approx_kl"] > 1.5 * target_kl:
                 break  # early stop: the policy moved too far from the one that collected the data (as SB3)
-            history.append(self.policy_step(mb, optimizer, clip_vf=clip_vf))
+            history.append(self.policy_step(mb, optimizer, clip=clip, clip_vf=clip_vf))
         metrics = {k: torch.stack([h[k].detach() for h in history]).mean() for k in history[0]} if history else {}
         if not self.log_due:
             return self.metric_names(metrics)  # the losses: enough for the finiteness check
@@ -132,14 +135,16 @@ class PPO(OnPolicyModule):
         named["ppo/learning_rate"], named["ppo/clip_range"] = torch.tensor(lr), torch.tensor(clip)
         return named
 
-    def minibatches(self, batch: dict[str, Tensor], clip: float) -> Iterator[dict[str, Tensor]]:
+    def minibatches(self, batch: dict[str, Tensor], clip: float | None = None) -> Iterator[dict[str, Tensor]]:
         """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch,
-        with the ratio's clipping bounds per sample (``ratio_low``, ``ratio_high``, see :meth:`loss`).
+        with the ratio's clipping bounds per sample for ``clip`` (default: the scheduled clip range) as
+        ``ratio_low`` and ``ratio_high`` (see :meth:`loss_terms`).
 
         A minibatch that is the whole rollout (the CartPole zoo setting) needs no shuffle (same gradient),
         no copies, and its advantages and bounds computed only once.
         """
         size, batch_size = len(batch["obs"]), self.hparams.batch_size
+        clip = self.scheduled(self.hparams.clip_range) if clip is None else clip
         keys = ("obs", "actions", "log_probs", "values", "advantages", "returns")
         whole = None
         for _ in range(self.hparams.n_epochs):
@@ -155,9 +160,7 @@ class PPO(OnPolicyModule):
 
     @staticmethod
     def _with_bounds(mb: dict[str, Tensor], clip: float) -> dict[str, Tensor]:
-        positive = mb["advantages"] > 0  # Â > 0: r may fall freely but rise only to 1+ε; Â <= 0: the reverse
-        mb["ratio_low"] = torch.where(positive, 0.0, 1.0 - clip)
-        mb["ratio_high"] = torch.where(positive, 1.0 + clip, torch.inf)
+        mb["ratio_low"], mb["ratio_high"] = ratio_bounds(mb["advantages"], clip)
         return mb
 
     def _advantages(self, advantages: Tensor) -> Tensor:
@@ -166,3 +169,10 @@ class PPO(OnPolicyModule):
     def configure_optimizers(self) -> Any:
         # eps 1e-5: Stable-Baselines3's Adam setting for PPO
         return self.adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate), eps=1e-5)
+
+
+def ratio_bounds(advantages: Tensor, clip: float) -> tuple[Tensor, Tensor]:
+    """Per-sample bounds of r in PPO's clipped surrogate: where Â > 0, r may fall freely but rise only to 1+ε;
+    where Â <= 0, the reverse."""
+    positive = advantages > 0
+    return torch.where(positive, 0.0, 1.0 - clip), torch.where(positive, 1.0 + clip, torch.inf)
