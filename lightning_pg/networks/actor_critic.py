@@ -18,7 +18,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightning_pg.networks.distributions import _LOG_SQRT_2PI, Categorical, DiagGaussian
-from lightning_pg.networks.encoders import MLP, linear_backward, make_encoder
+from lightning_pg.networks.encoders import BY_HAND_ACTIVATIONS, MLP, linear_backward, make_encoder
 from lightning_pg.networks.normalize import RunningMeanStd
 
 
@@ -145,12 +145,10 @@ class NumpyActor:
     seeding and bit-identical resume work as on the torch path. Log-probs agree with torch's to float rounding.
     """
 
-    _ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
-
     def __init__(self, policy: ActorCritic):
         view = lambda t: t.detach().numpy()  # noqa: E731 - shares memory with the parameter
         self.layers = [(view(layer.weight).T, view(layer.bias)) for layer in policy.pi_body.layers]
-        self.activation = self._ACTIVATIONS[policy.pi_body.activation_name]
+        self.activation, _ = BY_HAND_ACTIVATIONS[policy.pi_body.activation_name]
         gaussian = isinstance(policy.pi_head, GaussianHead)
         out = policy.pi_head.mean if gaussian else policy.pi_head
         self.out = (view(out.weight).T, view(out.bias))
