@@ -1,4 +1,4 @@
-r"""Returns and advantages: pure tensor functions shared by every algorithm.
+r"""Returns and advantages: pure array functions shared by every algorithm.
 
 All inputs are time-major, shape ``[T, ...]`` (``[T]`` or ``[T, num_envs]``), and describe the transitions
 :math:`(s_t, a_t, r_t, s'_t)` of one rollout in order:
@@ -13,36 +13,42 @@ All inputs are time-major, shape ``[T, ...]`` (``[T]`` or ``[T, num_envs]``), an
 Truncation is not termination: a time-limit cut stops the sum but still bootstraps from
 :math:`V(s'_t)`. A transition that is both terminated and truncated counts as terminated. The last row of
 the rollout is treated as a cut (it bootstraps from ``next_values[-1]`` unless terminated).
+
+``gae`` and ``discounted_returns`` take torch tensors or numpy arrays (all of one kind) and return the same
+kind: rollouts on the CPU compute their advantages in numpy, whose per-op cost on arrays of a few dozen
+numbers is a fraction of torch's.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
+Array = Tensor | np.ndarray
 
-def _cut_mask(dones: Tensor) -> Tensor:
+
+def _float(mask: Array) -> Array:
+    return mask.float() if isinstance(mask, Tensor) else np.asarray(mask, dtype=np.float32)
+
+
+def _cut_mask(dones: Array) -> Array:
     """1 where the sum continues into row t+1, 0 where it stops (episode end or last row)."""
-    keep = 1.0 - dones.float()
+    keep = 1.0 - _float(dones)
     keep[-1] = 0.0
     return keep
 
 
-def _backward_scan(base: Tensor, coef: Tensor) -> Tensor:
-    """x_t = base_t + coef_t · x_{t+1}, from the last row back (x_T = 0): the recursion of every return.
-
-    One fused multiply-add per row on views of the inputs; the rows are stacked once at the end.
-    """
-    running = torch.zeros_like(base[0])
-    rows = []
-    for b, c in zip(reversed(base.unbind(0)), reversed(coef.unbind(0))):
-        running = torch.addcmul(b, c, running)
-        rows.append(running)
-    return torch.stack(rows[::-1])
+def _backward_scan(base: Array, coef: Array) -> Array:
+    """x_t = base_t + coef_t · x_{t+1}, from the last row back (x_T = 0): the recursion of every return."""
+    out = 1.0 * base  # a copy, of the input's kind
+    for t in range(len(out) - 2, -1, -1):
+        out[t] += coef[t] * out[t + 1]
+    return out
 
 
 def discounted_returns(
-    rewards: Tensor, next_values: Tensor, terminated: Tensor, dones: Tensor, gamma: float
-) -> Tensor:
+    rewards: Array, next_values: Array, terminated: Array, dones: Array, gamma: float
+) -> Array:
     r"""Monte Carlo returns-to-go with a bootstrap at cuts.
 
     :math:`G_t = r_t + \gamma\,(1 - \text{term}_t)\,[\,c_t\, G_{t+1} + (1 - c_t)\, V(s'_t)\,]`,
@@ -52,19 +58,19 @@ def discounted_returns(
     Shapes: every argument ``[T, ...]``; returns ``[T, ...]`` (float).
     """
     keep = _cut_mask(dones)
-    alive = gamma * (1.0 - terminated.float())
+    alive = gamma * (1.0 - _float(terminated))
     return _backward_scan(rewards + alive * (1.0 - keep) * next_values, alive * keep)
 
 
 def gae(
-    rewards: Tensor,
-    values: Tensor,
-    next_values: Tensor,
-    terminated: Tensor,
-    dones: Tensor,
+    rewards: Array,
+    values: Array,
+    next_values: Array,
+    terminated: Array,
+    dones: Array,
     gamma: float,
     gae_lambda: float,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Array, Array]:
     r"""Generalized advantage estimation (Schulman et al. 2016, https://arxiv.org/abs/1506.02438).
 
     :math:`\delta_t = r_t + \gamma (1 - \text{term}_t) V(s'_t) - V(s_t)`,
@@ -74,7 +80,7 @@ def gae(
     Shapes: every argument ``[T, ...]`` with ``values[t] = V(s_t)``. Returns ``(advantages, returns)``,
     both ``[T, ...]``, where ``returns = advantages + values`` is the value target (the λ-return).
     """
-    deltas = rewards + gamma * (1.0 - terminated.float()) * next_values - values
+    deltas = rewards + gamma * (1.0 - _float(terminated)) * next_values - values
     advantages = _backward_scan(deltas, gamma * gae_lambda * _cut_mask(dones))
     return advantages, advantages + values
 

@@ -280,6 +280,27 @@ def test_numpy_acting_draws_the_torch_policys_actions_and_log_probs(env_id, acti
     assert actions.dtype == expected.numpy().dtype and actions.shape == expected.shape
     np.testing.assert_allclose(actions, expected.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(log_probs, expected_log_probs.numpy(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        expected_values = model.policy.value(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(model.policy.numpy_actor().values(obs), expected_values, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_rollouts_build_the_batch_the_torch_path_builds():
+    """CPU rollouts stay in numpy (acting, values, GAE): the same batches as torch's, time-limit cuts included."""
+    batches = {}
+    for in_numpy in (True, False):
+        torch.manual_seed(0)
+        model = A2C(env_id="CartPole-v1", num_envs=4, n_steps=8, gamma=0.9, gae_lambda=0.8,
+                    env_kwargs={"max_episode_steps": 6})
+        model.acts_in_numpy = in_numpy
+        data = model.make_data()
+        batches[in_numpy] = [data.collect() for _ in range(3)]
+    assert sum(len(b["episode_returns"]) for b in batches[True]) >= 8  # cut every 6 steps: cuts were bootstrapped
+    for got, expected in zip(batches[True], batches[False]):
+        for key in ("obs", "actions", "log_probs", "values", "advantages", "returns"):
+            assert got[key].dtype == expected[key].dtype, key
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got["episode_returns"], expected["episode_returns"])
 
 
 def test_training_acts_in_numpy_only_where_the_policy_allows(tmp_path):

@@ -1,4 +1,5 @@
 """Known-answer tests for returns.py: hand-computed values, truncation and termination in one batch."""
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +42,20 @@ def test_gae_known_answer():
     adv, ret = gae(REWARDS, VALUES, NEXT_VALUES, TERMINATED, DONES, GAMMA, lam)
     torch.testing.assert_close(adv, torch.tensor([[-1.25, 2.0], [-3.0, 0.0], [4.75, 0.0], [3.0, 1.0]]))
     torch.testing.assert_close(ret, adv + VALUES)
+
+
+def test_numpy_arrays_give_the_same_answers_in_numpy():
+    """CPU rollouts compute GAE on numpy arrays (float32 values, bool masks): same numbers, numpy out."""
+    arrays = [x.numpy() for x in (REWARDS, VALUES, NEXT_VALUES, TERMINATED, DONES)]
+    adv, ret = gae(*arrays, GAMMA, 0.5)
+    assert isinstance(adv, np.ndarray) and adv.dtype == np.float32 and ret.dtype == np.float32
+    expected_adv, expected_ret = gae(REWARDS, VALUES, NEXT_VALUES, TERMINATED, DONES, GAMMA, 0.5)
+    np.testing.assert_allclose(adv, expected_adv.numpy())
+    np.testing.assert_allclose(ret, expected_ret.numpy())
+    rewards, _, next_values, terminated, dones = arrays
+    mc = discounted_returns(rewards, next_values, terminated, dones, GAMMA)
+    np.testing.assert_allclose(mc, discounted_returns(REWARDS, NEXT_VALUES, TERMINATED, DONES, GAMMA).numpy())
+    assert arrays[0] is not adv and np.array_equal(arrays[0], REWARDS.numpy())  # inputs left as they were
 
 
 def test_nstep_targets_known_answer():

@@ -38,11 +38,12 @@ class RolloutIterable(EnvIterable):
         dones = np.zeros((n_steps, num_envs), bool)
         cut_at, cut_obs = [], []  # (t, env) of time-limit cuts and their true final observations
         episode_returns, episode_lengths = [], []
+        # On the CPU the whole rollout stays in numpy until the batch is built (see ActorCritic.numpy_actor)
         numpy_actor = module.policy.numpy_actor() if getattr(module, "acts_in_numpy", False) else None
         with torch.no_grad():
             for t in range(n_steps):
-                if numpy_actor is not None:  # the same sampling as below, in numpy (see ActorCritic.numpy_actor)
-                    x = self.as_tensor(obs)
+                if numpy_actor is not None:
+                    x = obs
                     action, log_prob = numpy_actor(obs)
                 else:
                     x = module.observe(self.as_tensor(obs).to(device))
@@ -63,35 +64,41 @@ class RolloutIterable(EnvIterable):
                     r, n = self.episode_stats(info, ended)
                     episode_returns.append(r)
                     episode_lengths.append(n)
-            rewards = self.scale_rewards(torch.as_tensor(rewards, device=device), dones)
 
             # one value pass: V(s_t) for every step, V(s_T) after the last one, V(final obs) of cuts
-            last = module.policy.normalize(self.as_tensor(obs).to(device))
-            finals = [module.policy.normalize(self.as_tensor(np.concatenate(cut_obs)).to(device))] if cut_obs else []
-            all_values = module.policy.value(torch.cat([*xs, last, *finals]))
-            values = all_values[: n_steps * num_envs].view(n_steps, num_envs)
-            next_values = torch.cat([values[1:], all_values[n_steps * num_envs:][:num_envs].unsqueeze(0)])
+            if numpy_actor is not None:
+                all_values = numpy_actor.values(np.concatenate([*xs, obs, *cut_obs]))
+                rewards = self.scale_rewards(torch.from_numpy(rewards), dones).numpy()
+            else:
+                to_x = lambda o: module.policy.normalize(self.as_tensor(o).to(device))  # noqa: E731
+                all_values = module.policy.value(torch.cat([*xs, *map(to_x, [obs, *cut_obs])]))
+                rewards = self.scale_rewards(torch.as_tensor(rewards, device=device), dones)
+                terminated, dones = torch.as_tensor(terminated, device=device), torch.as_tensor(dones, device=device)
+            values = all_values[: n_steps * num_envs].reshape(n_steps, num_envs)
+            next_values = 1.0 * all_values[num_envs: (n_steps + 1) * num_envs].reshape(n_steps, num_envs)
             if cut_at:
                 t_idx, e_idx = zip(*cut_at)
                 next_values[list(t_idx), list(e_idx)] = all_values[(n_steps + 1) * num_envs:]
-            advantages, returns = gae(
-                rewards, values, next_values,
-                torch.as_tensor(terminated, device=device), torch.as_tensor(dones, device=device),
-                module.hparams.gamma, module.hparams.gae_lambda,
-            )
-        return {
-            "obs": torch.cat(xs),
+            advantages, returns = gae(rewards, values, next_values, terminated, dones,
+                                      module.hparams.gamma, module.hparams.gae_lambda)
+        batch = {
+            "obs": _cat(xs),
             "actions": _cat(actions),
             "log_probs": _cat(log_probs),
             "values": values.reshape(-1),
             "advantages": advantages.reshape(-1),
             "returns": returns.reshape(-1),
+        }
+        if numpy_actor is not None:
+            batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+        return {
+            **batch,
             "env_steps": n_steps * num_envs,
             "episode_returns": np.concatenate(episode_returns) if episode_returns else np.zeros(0),
             "episode_lengths": np.concatenate(episode_lengths) if episode_lengths else np.zeros(0),
         }
 
 
-def _cat(items: list) -> torch.Tensor:
-    """Concatenate per-step tensors, or per-step numpy arrays (numpy acting) into a tensor."""
-    return torch.cat(items) if isinstance(items[0], torch.Tensor) else torch.from_numpy(np.concatenate(items))
+def _cat(items: list) -> torch.Tensor | np.ndarray:
+    """Concatenate per-step tensors, or per-step numpy arrays (numpy acting)."""
+    return torch.cat(items) if isinstance(items[0], torch.Tensor) else np.concatenate(items)

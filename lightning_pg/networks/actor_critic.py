@@ -116,9 +116,13 @@ class ActorCritic(nn.Module):
             self.v_body.backward_by_hand(v_saved, linear_backward(self.v_head, v_saved[-1], d_value.unsqueeze(-1)))
 
     def numpy_actor(self) -> "NumpyActor":
-        """This policy's sampling as numpy ops on the weights' own memory, for rollouts on the CPU (MLP bodies
-        with tanh or relu, see :class:`NumpyActor`). Build it per rollout: it holds views, not copies."""
-        return NumpyActor(self)
+        """This policy's sampling and value as numpy ops on the weights' own memory, for rollouts on the CPU
+        (MLP bodies with tanh or relu, see :class:`NumpyActor`). It holds views, not copies, so it is kept
+        until a parameter's memory moves (``contiguous`` re-homes them once, when the optimizer is built)."""
+        key = tuple(p.data_ptr() for p in self.parameters())
+        if getattr(self, "_numpy_actor_key", None) != key:
+            self._numpy_actor, self._numpy_actor_key = NumpyActor(self), key
+        return self._numpy_actor
 
     def _orthogonal_init(self) -> None:
         """PPO's init (Andrychowicz et al. 2021): hidden gain √2, policy output 0.01, value output 1."""
@@ -136,35 +140,45 @@ class ActorCritic(nn.Module):
 
 
 class NumpyActor:
-    """π(a|s) sampling of an MLP :class:`ActorCritic` in numpy, for the rollout's per-step acting on the CPU.
+    """π(a|s) sampling and V(s) of an MLP :class:`ActorCritic` in numpy, for the rollout's acting on the CPU.
 
     A rollout step acts on a handful of observations (8 CartPoles): a dozen tiny ops, where torch's per-op
     dispatch (~4 us each here) was most of the cost: 187 against 143 us per step, policy plus env, with numpy.
     The arrays are views of the parameters (the optimizer's in-place updates show through), and the noise is
     drawn from torch's RNG exactly as :meth:`Categorical.sample` and :meth:`DiagGaussian.sample` draw it, so
-    seeding and bit-identical resume work as on the torch path. Log-probs agree with torch's to float rounding.
+    seeding and bit-identical resume work as on the torch path. Log-probs and values agree with torch's to
+    float rounding.
     """
 
     def __init__(self, policy: ActorCritic):
         view = lambda t: t.detach().numpy()  # noqa: E731 - shares memory with the parameter
-        self.layers = [(view(layer.weight).T, view(layer.bias)) for layer in policy.pi_body.layers]
+        linear = lambda layer: (view(layer.weight).T, view(layer.bias))  # noqa: E731
         self.activation, _ = BY_HAND_ACTIVATIONS[policy.pi_body.activation_name]
         gaussian = isinstance(policy.pi_head, GaussianHead)
-        out = policy.pi_head.mean if gaussian else policy.pi_head
-        self.out = (view(out.weight).T, view(out.bias))
+        self.pi = [linear(layer) for layer in policy.pi_body.layers]
+        self.pi_out = linear(policy.pi_head.mean if gaussian else policy.pi_head)
         self.log_std = view(policy.pi_head.log_std) if gaussian else None
+        self.v = None if policy.v_body is None else [linear(layer) for layer in policy.v_body.layers]
+        self.v_out = None if policy.v_head is None else linear(policy.v_head)
+
+    def _mlp(self, layers: list, out: tuple, obs: np.ndarray) -> np.ndarray:
+        h = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+        for weight, bias in layers:
+            h = self.activation(h @ weight + bias)
+        return h @ out[0] + out[1]
 
     def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sampled actions ``[B]`` (discrete) or ``[B, d]`` and their log-probs ``[B]`` for observations ``[B, ...]``."""
-        h = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
-        for weight, bias in self.layers:
-            h = self.activation(h @ weight + bias)
-        out = h @ self.out[0] + self.out[1]
+        out = self._mlp(self.pi, self.pi_out, obs)
         if self.log_std is None:  # categorical, Gumbel-max as Categorical.sample
             shifted = out - out.max(-1, keepdims=True)
             log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
             actions = (log_probs - np.log(torch.empty(log_probs.shape).exponential_().numpy())).argmax(-1)
-            return actions, np.take_along_axis(log_probs, actions[:, None], -1)[:, 0]
+            return actions, log_probs[np.arange(len(actions)), actions]
         noise = torch.randn(out.shape).numpy()  # diagonal Gaussian: a = mean + std · ε, z = ε
         log_prob = (-0.5 * noise * noise - self.log_std - _LOG_SQRT_2PI).sum(-1)
         return out + np.exp(self.log_std) * noise, log_prob.astype(np.float32)
+
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        """V(s) ``[B]`` for observations ``[B, ...]``."""
+        return self._mlp(self.v, self.v_out, obs)[:, 0]
