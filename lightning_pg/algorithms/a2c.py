@@ -77,6 +77,9 @@ class A2C(OnPolicyModule):
     def configure_optimizers(self) -> Any:
         lr = self.scheduled(self.hparams.learning_rate)
         if self.hparams.use_rms_prop:
-            return torch.optim.RMSprop(self.optimized_parameters(), lr=lr, alpha=0.99, eps=self.hparams.rms_prop_eps)
+            params = self.optimized_parameters()
+            # one flat tensor (see contiguous) has nothing for a multi-tensor kernel to batch: skip torch's choice
+            return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=self.hparams.rms_prop_eps,
+                                       foreach=False if len(params) == 1 else None)
         return self.adam(self.optimized_parameters(), lr)
 

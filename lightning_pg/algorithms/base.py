@@ -13,6 +13,7 @@ An algorithm subclasses :class:`RLModule` and provides four things:
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -267,11 +268,11 @@ class RLModule(pl.LightningModule):
 
     def _check_finite(self, metrics: dict[str, Tensor]) -> None:
         """Stop on a non-finite loss before anything is saved (one host sync per batch, not per update)."""
-        if not metrics:
+        # the sum is NaN or infinite when any term is (a few scalar adds, where stacking the terms took 4x longer)
+        if not metrics or math.isfinite(float(sum(metrics.values()))):
             return
-        values = [torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in metrics.values()]  # (lr: CPU)
-        if not bool(torch.isfinite(torch.stack(values)).all()):
-            bad = ", ".join(f"{k}={float(v)}" for k, v in metrics.items() if not torch.isfinite(v))
+        bad = ", ".join(f"{k}={float(v)}" for k, v in metrics.items() if not math.isfinite(float(v)))
+        if bad:  # (else finite terms whose float32 sum overflowed)
             raise TrainingDiverged(
                 f"Training diverged at {self.num_timesteps} env steps: {bad}. Nothing was saved from this "
                 "point, so the last checkpoint holds the last good weights. Fix: lower learning_rate, set "

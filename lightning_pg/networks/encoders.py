@@ -57,7 +57,7 @@ class MLP(nn.Module):
     def has_backward_by_hand(self) -> bool:
         return self.activation_name in BY_HAND_ACTIVATIONS
 
-    @torch.no_grad()
+    # (both run inside ActorCritic's forward_saving / backward_by_hand, under their no_grad)
     def forward_saving(self, x: Tensor) -> list[Tensor]:
         """``forward`` keeping every layer's input and the output: ``[x, h_1, ..., h_k]`` (``h_k`` is the output)."""
         saved = [_flat_float(x)]
@@ -65,7 +65,6 @@ class MLP(nn.Module):
             saved.append(self.activation(F.linear(saved[-1], layer.weight, layer.bias)))
         return saved
 
-    @torch.no_grad()
     def backward_by_hand(self, saved: list[Tensor], grad_out: Tensor) -> None:
         """Given dL/d(output) for the activations ``saved`` by :meth:`forward_saving`, write dL/dW and dL/db of
         every layer into its ``.grad`` (the input's gradient is not needed: observations are data)."""
