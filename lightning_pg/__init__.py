@@ -1,6 +1,9 @@
 """lightning_pg: policy-gradient and actor-critic reinforcement learning on PyTorch Lightning."""
-import gc
+from __future__ import annotations
+
+import importlib
 import warnings
+from typing import TYPE_CHECKING, Any
 
 # Lightning's notes on choices made here on purpose: `training_step(dataloader_iter)` turns off its
 # one-batch prefetch (on-policy data must be collected after each update), and validate/test loaders are
@@ -8,21 +11,31 @@ import warnings
 for _message in (".*dataloader_iter.*", "Total length of .* across ranks is zero.*", ".*LeafSpec.*is deprecated.*"):
     warnings.filterwarnings("ignore", message=_message)
 
-# Importing torch and Lightning (~2,000 modules) builds ~300,000 long-lived objects that the cyclic GC tracks;
-# its passes over them during the import freed nothing (a gc.collect() after it finds 0) but took 0.17 s of
-# a 2.2 s import here.
-_gc_was_enabled = gc.isenabled()
-gc.disable()
-try:
+__version__ = "0.1.0"
+
+#: public name -> the module that defines it. They load on first use (PEP 562), so importing the package
+#: is cheap and `python -m lightning_pg` decides how torch and Lightning get imported (see __main__.py).
+_EXPORTS = {
+    **dict.fromkeys(["A2C", "DDPG", "PPO", "REINFORCE", "SAC", "TD3", "OffPolicyModule", "OnPolicyModule", "RLModule"],
+                    "lightning_pg.algorithms"),
+    **dict.fromkeys(["ConfigError", "EnvError", "LightningPGError", "TrainingDiverged"], "lightning_pg.errors"),
+    "evaluate": "lightning_pg.evaluation",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs
     from lightning_pg.algorithms import A2C, DDPG, PPO, REINFORCE, SAC, TD3, OffPolicyModule, OnPolicyModule, RLModule
     from lightning_pg.errors import ConfigError, EnvError, LightningPGError, TrainingDiverged
     from lightning_pg.evaluation import evaluate
-finally:
-    if _gc_was_enabled:
-        gc.enable()
 
-__version__ = "0.1.0"
-__all__ = [
-    "A2C", "PPO", "REINFORCE", "DDPG", "TD3", "SAC", "OnPolicyModule", "OffPolicyModule", "RLModule", "evaluate",
-    "ConfigError", "EnvError", "LightningPGError", "TrainingDiverged", "__version__",
-]
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lightning_pg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
