@@ -37,6 +37,25 @@ def test_time_limit_bootstraps_from_the_true_final_observation():
     np.testing.assert_array_equal(batch["episode_lengths"], [5, 5, 5])
 
 
+def test_open_episodes_statistics_are_part_of_the_saved_iterable_state():
+    """A restored iterable reports the episodes that were open at the save with their whole return and length."""
+    torch.manual_seed(0)
+    model = lp.A2C(env_id="CartPole-v1", num_envs=3, n_steps=7)
+    model.trainer = pl.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu")
+    data = model.make_data()
+    data.collect()  # episodes are open now
+    state = data.state_dict()
+    later = [data.collect() for _ in range(8)]
+    restored = model.make_data()
+    restored.load_state_dict(state)
+    again = [restored.collect() for _ in range(8)]
+    returns = np.concatenate([b["episode_returns"] for b in later])
+    assert len(returns) >= 3
+    for key in ("episode_returns", "episode_lengths"):
+        np.testing.assert_array_equal(np.concatenate([b[key] for b in again]), np.concatenate([b[key] for b in later]))
+    np.testing.assert_array_equal(returns, np.concatenate([b["episode_lengths"] for b in later]))
+
+
 def test_without_baseline_a_cut_is_not_bootstrapped():
     model = REINFORCE(env_id="tests.envs:Counter", env_kwargs={"max_episode_steps": 3}, baseline="none",
                       num_envs=2, gamma=0.5)

@@ -47,7 +47,7 @@ class EpisodeIterable(EnvIterable):
                     with torch.no_grad():
                         final = module.policy.normalize(self.as_tensor(self.final_obs(info, cut)).to(module.device))
                         final_values[cut] = module.bootstrap_value(final).to(final_values.device)
-                r, n = self.episode_stats(info, np.flatnonzero(ending))
+                r, n = self.episode_stats(np.flatnonzero(ending))
                 episode_returns.append(r)
                 episode_lengths.append(n)
             playing &= ~ending

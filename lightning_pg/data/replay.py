@@ -115,7 +115,7 @@ class ReplayIterable(EnvIterable):
             if len(ended):  # the true last observations replace the reset ones (SAME_STEP autoreset)
                 next_obs = next_obs.copy()
                 next_obs[ended] = self.final_obs(info, ended)
-                episode_returns, episode_lengths = self.episode_stats(info, ended)
+                episode_returns, episode_lengths = self.episode_stats(ended)
                 returns.append(episode_returns)
                 lengths.append(episode_lengths)
                 module.episodes_ended(ended)

@@ -61,7 +61,7 @@ class RolloutIterable(EnvIterable):
                     if len(cut):
                         cut_at += [(t, i) for i in cut]
                         cut_obs.append(self.final_obs(info, cut))
-                    r, n = self.episode_stats(info, ended)
+                    r, n = self.episode_stats(ended)
                     episode_returns.append(r)
                     episode_lengths.append(n)
 

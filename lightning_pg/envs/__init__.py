@@ -4,7 +4,8 @@ One autoreset mode everywhere: ``AutoresetMode.SAME_STEP``. A sub-environment th
 same ``step`` call; the observation returned is the first of the new episode and the true last observation
 is in ``info["final_obs"]``. So every transition a vector env returns is a real one (no dead step to mask as
 in NEXT_STEP mode), and a truncated transition still has the final observation to bootstrap from.
-Episode returns and lengths come from gymnasium's ``RecordEpisodeStatistics`` wrapper.
+Evaluation reads episode returns from gymnasium's ``RecordEpisodeStatistics`` wrapper; training envs go
+without it (``EnvIterable.step`` counts returns and lengths itself, at a fraction of its per-step cost).
 """
 from __future__ import annotations
 
@@ -70,9 +71,11 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any
 
 
 def make_vec_env(
-    env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None
+    env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None,
+    episode_statistics: bool = True,
 ) -> gym.vector.VectorEnv:
-    """``num_envs`` copies in one process, SAME_STEP autoreset, episode statistics recorded.
+    """``num_envs`` copies in one process, SAME_STEP autoreset, episode statistics recorded in ``info["episode"]``
+    (unless ``episode_statistics`` is False).
 
     With ``seed`` the sub-envs are seeded ``seed, seed + 1, ...`` and the action space sampler with ``seed``,
     so uniform random actions (replay warm-up) are reproducible too.
@@ -83,7 +86,8 @@ def make_vec_env(
         [functools.partial(make_env, env_id, env_kwargs) for _ in range(num_envs)],
         autoreset_mode=AutoresetMode.SAME_STEP,
     )
-    envs = RecordEpisodeStatistics(envs)
+    if episode_statistics:
+        envs = RecordEpisodeStatistics(envs)
     if seed is not None:
         envs.reset(seed=seed)
         envs.action_space.seed(seed)
