@@ -323,7 +323,13 @@ class RLModule(pl.LightningModule):
             loss() if callable(loss) else loss.backward()
             if max_grad_norm is not None and flat is not None:
                 grad = flat.grad_buffer
-                grad.mul_(torch.clamp(max_grad_norm / (torch.linalg.vector_norm(grad) + 1e-6), max=1.0))
+                norm = torch.linalg.vector_norm(grad)
+                if grad.device.type == "cpu":  # the factor as a Python number: two ops fewer, no device to wait for
+                    scale = max_grad_norm / (float(norm) + 1e-6)
+                    if not scale >= 1.0:  # (NaN too: it reaches the weights and the finiteness check sees it)
+                        grad.mul_(scale)
+                else:
+                    grad.mul_(torch.clamp(max_grad_norm / (norm + 1e-6), max=1.0))
             elif max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
             raw.step()
