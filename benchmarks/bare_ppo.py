@@ -3,9 +3,10 @@
     python benchmarks/bare_ppo.py [--config configs/ppo_cartpole.yaml] [--steps 200000] [--seed 0]
 
 It reads the PPO hyperparameters of a config and repeats what the CLI run does, step for step: the same
-vector env, the same networks and init, rollouts with one batched value pass, GAE, n_epochs of minibatch
-steps with fused Adam on contiguous parameters and gradient clipping, linear schedules, a deterministic
-evaluation every eval_every env steps and a checkpoint (torch.save) every checkpoint.every_n_env_steps.
+vector env, the same networks and init, rollouts acting in numpy (NumpyActor, as lightning_pg does on the
+CPU) with one batched value pass and GAE, n_epochs of minibatch steps with fused Adam on contiguous
+parameters and gradient clipping on their one flat gradient, linear schedules, a deterministic evaluation
+every eval_every env steps and a checkpoint (torch.save) every checkpoint.every_n_env_steps.
 Its update is the one lightning_pg runs: the forward and backward written out (ActorCritic.forward_saving /
 backward_by_hand, the loss's derivatives inline below); `--autograd` runs the textbook autograd update instead.
 `benchmarks/lightning_overhead.py` runs it side by side with the CLI; it prints the loop's own time.
@@ -55,11 +56,11 @@ def main() -> None:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
-    envs = make_vec_env(hp.env_id, hp.env_kwargs, hp.num_envs)
+    envs = make_vec_env(hp.env_id, hp.env_kwargs, hp.num_envs, episode_statistics=False)
     policy = ActorCritic(envs.single_observation_space, envs.single_action_space, hp.network, "tanh", ortho_init=True)
     lr, clip = parse_schedule(hp.learning_rate), parse_schedule(hp.clip_range)
     optimizer = adam(contiguous(list(policy.parameters())), lr(1.0), eps=1e-5)
-    flat = optimizer.param_groups[0]["params"]
+    grad = optimizer.param_groups[0]["params"][0].grad_buffer
     low = high = None
     if hasattr(envs.single_action_space, "low"):
         low, high = envs.single_action_space.low, envs.single_action_space.high
@@ -78,38 +79,36 @@ def main() -> None:
     steps, n, size = 0, hp.n_steps, hp.n_steps * hp.num_envs
     start_loop = time.perf_counter()
     while steps < total:
-        # ---- rollout: policy per step, values in one pass afterwards ----
+        # ---- rollout: policy per step, values in one pass afterwards, all in numpy as lightning_pg on the CPU ----
+        actor = policy.numpy_actor()
         xs, actions, log_probs = [], [], []
         rewards = np.zeros((n, hp.num_envs), np.float32)
         terminated = np.zeros((n, hp.num_envs), bool)
         dones = np.zeros((n, hp.num_envs), bool)
         cut_at, cut_obs = [], []
-        with torch.no_grad():
-            for t in range(n):
-                x = torch.from_numpy(obs)
-                dist = policy.dist(x)
-                action = dist.sample()
-                xs.append(x)
-                actions.append(action)
-                log_probs.append(dist.log_prob(action))
-                env_action = action.numpy() if low is None else np.clip(action.numpy(), low, high)
-                obs, rewards[t], terminated[t], truncated, info = envs.step(env_action)
-                dones[t] = terminated[t] | truncated
-                cut = np.flatnonzero(truncated & ~terminated[t])
-                if len(cut):
-                    cut_at += [(t, i) for i in cut]
-                    cut_obs.append(np.stack([info["final_obs"][i] for i in cut]))
-            values_all = policy.value(torch.cat([*xs, torch.from_numpy(obs), *[torch.from_numpy(c) for c in cut_obs]]))
-            values = values_all[:size].view(n, hp.num_envs)
-            next_values = torch.cat([values[1:], values_all[size : size + hp.num_envs].unsqueeze(0)])
-            if cut_at:
-                ti, ei = zip(*cut_at)
-                next_values[list(ti), list(ei)] = values_all[size + hp.num_envs :]
-            adv, ret = gae(torch.from_numpy(rewards), values, next_values, torch.from_numpy(terminated),
-                           torch.from_numpy(dones), hp.gamma, hp.gae_lambda)
+        for t in range(n):
+            action, log_prob = actor(obs)
+            xs.append(obs)
+            actions.append(action)
+            log_probs.append(log_prob)
+            env_action = action if low is None else np.clip(action, low, high)
+            obs, rewards[t], terminated[t], truncated, info = envs.step(env_action)
+            dones[t] = terminated[t] | truncated
+            cut = np.flatnonzero(truncated & ~terminated[t])
+            if len(cut):
+                cut_at += [(t, i) for i in cut]
+                cut_obs.append(np.stack([info["final_obs"][i] for i in cut]))
+        values_all = actor.values(np.concatenate([*xs, obs, *cut_obs]))
+        values = values_all[:size].reshape(n, hp.num_envs)
+        next_values = values_all[hp.num_envs : size + hp.num_envs].reshape(n, hp.num_envs).copy()
+        if cut_at:
+            ti, ei = zip(*cut_at)
+            next_values[list(ti), list(ei)] = values_all[size + hp.num_envs :]
+        adv, ret = gae(rewards, values, next_values, terminated, dones, hp.gamma, hp.gae_lambda)
         before, steps = steps, steps + size
-        batch = dict(obs=torch.cat(xs), actions=torch.cat(actions), log_probs=torch.cat(log_probs),
-                     advantages=adv.reshape(-1), returns=ret.reshape(-1))
+        batch = {k: torch.from_numpy(v) for k, v in dict(
+            obs=np.concatenate(xs), actions=np.concatenate(actions), log_probs=np.concatenate(log_probs),
+            advantages=adv.reshape(-1), returns=ret.reshape(-1)).items()}
         whole = {**batch, "advantages": normalized(batch["advantages"])}
 
         # ---- update: n_epochs x minibatches ----
@@ -126,7 +125,7 @@ def main() -> None:
                     mb = {k: v[order[begin : begin + hp.batch_size]] for k, v in batch.items()}
                     mb["advantages"] = normalized(mb["advantages"])
                 a = mb["advantages"]
-                optimizer.zero_grad(set_to_none=False)
+                grad.zero_()  # the one flat gradient of the contiguous parameters, as lightning_pg zeroes it
                 if args.autograd:
                     dist = policy.dist(mb["obs"])
                     ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])
@@ -143,7 +142,9 @@ def main() -> None:
                     d_value = (values - mb["returns"]) * (2.0 * hp.vf_coef / len(a))
                     d_entropy = -hp.ent_coef / len(a) if hp.ent_coef > 0 else None
                     policy.backward_by_hand(dist, saved, mb["actions"], d_log_prob, d_value, d_entropy)
-                torch.nn.utils.clip_grad_norm_(flat, hp.max_grad_norm, foreach=True)
+                scale = hp.max_grad_norm / (float(torch.linalg.vector_norm(grad)) + 1e-6)  # clip_grad_norm_'s rule
+                if scale < 1.0:
+                    grad.mul_(scale)
                 optimizer.step()
 
         # ---- the same evaluation and checkpoint schedule as the CLI run ----

@@ -150,7 +150,8 @@ def _user_error(exc: BaseException) -> str | None:
 def main(args: list[str] | None = None) -> None:
     # Everything imported so far (torch, torch._dynamo via Lightning, sympy, ~2,000 modules) lives as long as
     # the process: moved out of the cyclic GC's reach, later full collections and the interpreter's exit no
-    # longer walk it. Exit alone took 0.5 s here (`python -c "import lightning_pg"`: 2.40 s, 1.92 s frozen).
+    # longer walk it. Exit alone took 0.5 s here. (`python -m lightning_pg` has frozen them already, see
+    # __main__.py; this is for the `lightning-pg` script and callers of main().)
     gc.freeze()
     argv = list(sys.argv[1:] if args is None else args)
     debug = "--debug" in argv or os.environ.get("LIGHTNING_PG_DEBUG", "") not in ("", "0")

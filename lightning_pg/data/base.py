@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
-from torch import Tensor
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
 from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from lightning_pg.envs import env_seed, make_vec_env
@@ -154,9 +155,9 @@ class EnvIterable(IterableDataset):
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue exactly where this one stands (saved by Lightning with the
         checkpoint, at a batch boundary): every RNG stream, the envs themselves where they pickle (the
-        sub-envs' states and seeds, the action-space sampler, the episode statistics in progress), the
-        latest observations and the reward normalizer's running returns. Tensors and bytes only, so the
-        checkpoint loads with ``torch.load(weights_only=True)``."""
+        sub-envs' states and seeds, the action-space sampler), the latest observations, the return and
+        length of each episode in progress and the reward normalizer's running returns. Tensors and bytes
+        only, so the checkpoint loads with ``torch.load(weights_only=True)``."""
         state: dict[str, Any] = {"rng": rng_state(), "envs": None, "obs": None, "discounted_return": None,
                                  "episode_return": None, "episode_length": None, "env_config": self._env_config()}
         if self.envs is not None:
@@ -194,9 +195,15 @@ class EnvIterable(IterableDataset):
             self.envs = pickle.loads(state["envs"])
             self.obs = None if state["obs"] is None else state["obs"].numpy()
             if self.obs is not None:  # the open episodes go on: so do their counters
-                zeros = torch.zeros(len(self.obs), dtype=torch.float64)
-                self.episode_return = state.get("episode_return", zeros).numpy().copy()
-                self.episode_length = state.get("episode_length", zeros.long()).numpy().copy()
+                self.episode_return, self.episode_length = self._saved_episode_counters(state)
+
+    def _saved_episode_counters(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(self.envs, RecordEpisodeStatistics):  # saved before training envs counted their own
+            self.envs, wrapper = self.envs.env, self.envs  # episodes: the wrapper's counters, then unwrapped
+            return wrapper.episode_returns.astype(np.float64), wrapper.episode_lengths.astype(np.int64)
+        if state.get("episode_return") is None:
+            return np.zeros(len(self.obs)), np.zeros(len(self.obs), np.int64)
+        return state["episode_return"].numpy().copy(), state["episode_length"].numpy().copy()
         if state.get("discounted_return") is not None:
             self.discounted_return = state["discounted_return"].to(self.module.device)
 

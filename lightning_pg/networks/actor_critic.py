@@ -117,12 +117,10 @@ class ActorCritic(nn.Module):
 
     def numpy_actor(self) -> "NumpyActor":
         """This policy's sampling and value as numpy ops on the weights' own memory, for rollouts on the CPU
-        (MLP bodies with tanh or relu, see :class:`NumpyActor`). It holds views, not copies, so it is kept
-        until a parameter's memory moves (``contiguous`` re-homes them once, when the optimizer is built)."""
-        actor = getattr(self, "_numpy_actor", None)
-        if actor is None or not actor.views_current():
-            actor = self._numpy_actor = NumpyActor(self)
-        return actor
+        (MLP bodies with tanh or relu, see :class:`NumpyActor`). Build it per rollout (13 us): it holds views
+        of the parameters as they are now, which a later ``load_state_dict(assign=True)``, ``contiguous`` or
+        swapped layer would leave behind."""
+        return NumpyActor(self)
 
     def _orthogonal_init(self) -> None:
         """PPO's init (Andrychowicz et al. 2021): hidden gain √2, policy output 0.01, value output 1."""
@@ -151,12 +149,7 @@ class NumpyActor:
     """
 
     def __init__(self, policy: ActorCritic):
-        self._sources: list[tuple[Tensor, int]] = []  # the viewed parameters and where their memory was
-
-        def view(t: Tensor) -> np.ndarray:  # shares memory with the parameter
-            self._sources.append((t, t.data_ptr()))
-            return t.detach().numpy()
-
+        view = lambda t: t.detach().numpy()  # noqa: E731 - shares memory with the parameter
         linear = lambda layer: (view(layer.weight).T, view(layer.bias))  # noqa: E731
         self.activation, _ = BY_HAND_ACTIVATIONS[policy.pi_body.activation_name]
         gaussian = isinstance(policy.pi_head, GaussianHead)
@@ -165,10 +158,6 @@ class NumpyActor:
         self.log_std = view(policy.pi_head.log_std) if gaussian else None
         self.v = None if policy.v_body is None else [linear(layer) for layer in policy.v_body.layers]
         self.v_out = None if policy.v_head is None else linear(policy.v_head)
-
-    def views_current(self) -> bool:
-        """Whether every viewed parameter still lives where it was viewed (``p.data = ...`` moves it)."""
-        return all(t.data_ptr() == ptr for t, ptr in self._sources)
 
     def _mlp(self, layers: list, out: tuple, obs: np.ndarray) -> np.ndarray:
         h = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
