@@ -1,4 +1,4 @@
-"""PPO in a bare PyTorch loop: the same math as lightning_pg.PPO, with no Lightning, no CLI, no logger.
+"""PPO in a bare PyTorch loop: the same math as lightning_pg.PPO, with no Lightning and no CLI.
 
     python benchmarks/bare_ppo.py [--config configs/ppo_cartpole.yaml] [--steps 200000] [--seed 0]
 
@@ -6,29 +6,36 @@ It reads the PPO hyperparameters of a config and repeats what the CLI run does, 
 vector env, the same networks and init, rollouts acting in numpy (NumpyActor, as lightning_pg does on the
 CPU) with one batched value pass and GAE, n_epochs of minibatch steps with fused Adam on contiguous
 parameters and gradient clipping on their one flat gradient, linear schedules, a deterministic evaluation
-every eval_every env steps and a checkpoint (torch.save) every checkpoint.every_n_env_steps.
+every eval_every env steps, a checkpoint (torch.save) every checkpoint.every_n_env_steps, and training
+metrics to W&B every 1,000 env steps (offline, like the CLI's default logger; `--no-wandb` turns it off).
 Its update is the one lightning_pg runs: the forward and backward written out (ActorCritic.forward_saving /
 backward_by_hand, the loss's derivatives inline below); `--autograd` runs the textbook autograd update instead.
 `benchmarks/lightning_overhead.py` runs it side by side with the CLI; it prints the loop's own time.
 """
 from __future__ import annotations
 
-import argparse
-import os
-import tempfile
-import time
-from types import SimpleNamespace
+import gc
 
-import numpy as np
-import torch
-import yaml
+gc.disable()  # imported as `python -m lightning_pg` imports (see lightning_pg/__main__.py): the same start-up
+import argparse  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
-from lightning_pg.algorithms.base import adam, contiguous, crossed
-from lightning_pg.envs import make_vec_env
-from lightning_pg.evaluation import evaluate
-from lightning_pg.networks import ActorCritic
-from lightning_pg.returns import gae
-from lightning_pg.schedules import parse_schedule
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from lightning_pg.envs import make_vec_env  # noqa: E402
+from lightning_pg.evaluation import evaluate  # noqa: E402
+from lightning_pg.networks import ActorCritic  # noqa: E402
+from lightning_pg.optim import adam, contiguous  # noqa: E402
+from lightning_pg.returns import gae  # noqa: E402
+from lightning_pg.schedules import crossed, parse_schedule  # noqa: E402
+
+gc.freeze()
+gc.enable()
 
 DEFAULTS = dict(num_envs=1, n_steps=2048, batch_size=64, n_epochs=10, gamma=0.99, gae_lambda=0.95, learning_rate=3e-4,
                 clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, network=[64, 64], eval_every=10_000,
@@ -45,6 +52,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--autograd", action="store_true", help="autograd update instead of the by-hand one")
+    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
+                        help="log to W&B as the CLI does (offline unless WANDB_MODE says otherwise)")
     args = parser.parse_args()
     start_process = time.perf_counter()
     config = yaml.safe_load(open(args.config))
@@ -77,6 +86,14 @@ def main() -> None:
     obs, _ = envs.reset(seed=seed)
     envs.action_space.seed(seed)
     steps, n, size = 0, hp.n_steps, hp.n_steps * hp.num_envs
+    run = None
+    if args.wandb:  # the CLI's default logger: training metrics every 1,000 env steps, evaluations, x axis env steps
+        import wandb
+
+        run = wandb.init(project="lightning_pg_bare", dir=ckpt_dir, mode=os.environ.get("WANDB_MODE", "offline"),
+                         config=vars(hp))
+        run.define_metric("*", step_metric="time/env_steps")
+    log_clock = (0, time.perf_counter())
     start_loop = time.perf_counter()
     while steps < total:
         # ---- rollout: policy per step, values in one pass afterwards, all in numpy as lightning_pg on the CPU ----
@@ -147,9 +164,28 @@ def main() -> None:
                     grad.mul_(scale)
                 optimizer.step()
 
-        # ---- the same evaluation and checkpoint schedule as the CLI run ----
+        # ---- the same logging, evaluation and checkpoint schedule as the CLI run ----
+        if run is not None and (crossed(before, steps, 1_000) or steps >= total):
+            with torch.no_grad():  # the last minibatch's losses and the usual PPO diagnostics
+                dist, values = policy.dist(mb["obs"]), policy.value(mb["obs"])
+                log_ratio = dist.log_prob(mb["actions"]) - mb["log_probs"]
+                ratio = log_ratio.exp()
+                metrics = {
+                    "loss/policy": -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean(),
+                    "loss/value": hp.vf_coef * (values - mb["returns"]).square().mean(),
+                    "loss/entropy": -hp.ent_coef * dist.entropy().mean(),
+                    "ppo/approx_kl": ((ratio - 1) - log_ratio).mean(),
+                    "ppo/clip_fraction": ((ratio - 1).abs() > eps).float().mean(),
+                }
+            now = time.perf_counter()
+            run.log({**{k: float(v) for k, v in metrics.items()}, "ppo/learning_rate": lr(progress),
+                     "ppo/clip_range": eps, "time/sps": (steps - log_clock[0]) / (now - log_clock[1]),
+                     "time/env_steps": steps})
+            log_clock = (steps, now)
         if hp.eval_every >= 0 and (crossed(before, steps, hp.eval_every) or steps >= total):
-            evaluate(evaluator, hp.eval_episodes, seed=1_000_000)
+            mean, std = evaluate(evaluator, hp.eval_episodes, seed=1_000_000)
+            if run is not None:
+                run.log({"eval/return_mean": mean, "eval/return_std": std, "time/env_steps": steps})
         if crossed(before, steps, ckpt_every) or steps >= total:
             torch.save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps},
                        os.path.join(ckpt_dir, "last.ckpt"))

@@ -2,7 +2,8 @@
 
 ``0.2`` or ``"0.2"`` is a constant; ``"lin_0.2"`` decays linearly from 0.2 at the start to 0 at the end
 of ``total_timesteps``. A schedule is called with the remaining progress, 1 at the start and 0 at the end
-(Stable-Baselines3's convention).
+(Stable-Baselines3's convention). ``crossed`` is the env-step clock's tick: whether a periodic event
+(evaluation, logging, a checkpoint) falls within the env steps a batch just took.
 """
 from __future__ import annotations
 
@@ -22,3 +23,8 @@ def parse_schedule(spec: ScheduleSpec) -> Schedule | None:
     except (TypeError, ValueError):
         return None
     return lambda progress_remaining: value
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of ``every`` lies in ``(before, after]``."""
+    return every > 0 and after // every > before // every

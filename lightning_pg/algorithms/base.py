@@ -29,14 +29,10 @@ from torch import Tensor, nn
 
 from lightning_pg.envs import check_spaces, make_env
 from lightning_pg.errors import ConfigError, TrainingDiverged
-from lightning_pg.schedules import ScheduleSpec, parse_schedule
+from lightning_pg.optim import adam, contiguous, relink_gradients
+from lightning_pg.schedules import ScheduleSpec, crossed, parse_schedule
 
 EVAL_SEED = 1_000_000  # evaluation episodes start from the same states every time: comparable across evals
-
-
-def crossed(before: int, after: int, every: int) -> bool:
-    """True when a multiple of ``every`` lies in ``(before, after]``."""
-    return every > 0 and after // every > before // every
 
 
 def check(ok: bool, name: str, value: Any, expected: str) -> None:
@@ -45,49 +41,6 @@ def check(ok: bool, name: str, value: Any, expected: str) -> None:
             f"Invalid hyperparameter {name}={value!r}: it must be {expected}. Fix: set it in the model's "
             f"init_args in your config, on the command line (--model.{name}=...), or in the constructor."
         )
-
-
-def adam(params: Any, lr: float, fused: bool = True, **kwargs: Any) -> torch.optim.Adam:
-    """Adam with the fused kernel where this torch has one for the device (1.5 vs 2.5 ms per PPO update, GUIDE §3)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=fused, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, **kwargs)
-
-
-def contiguous(params: list[nn.Parameter]) -> list[nn.Parameter]:
-    """One flat Parameter whose slices ARE ``params``, and whose gradient's slices are their gradients.
-
-    The optimizer, the gradient clipping and the zeroing then each run one kernel on one tensor instead of
-    one per layer: 0.86 vs 1.06 ms per PPO CartPole update here. The module keeps its parameters (they
-    are views now), so forward, state_dict and checkpoints are unchanged. Something that sets the
-    parameters' gradients to None (``module.zero_grad()``, as Lightning does before validation) cuts the
-    gradient views loose: ``relink_gradients`` restores them, and ``gradient_step`` calls it every time.
-    """
-    params = list(params)
-    if len({(p.device, p.dtype) for p in params}) != 1:
-        return params
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    grad = torch.zeros_like(flat)
-    views, offset = [], 0
-    for p in params:
-        n = p.numel()
-        p.data = flat[offset : offset + n].view_as(p)
-        views.append((p, grad[offset : offset + n].view_as(p)))
-        offset += n
-    flat = nn.Parameter(flat)
-    flat.grad_views, flat.grad_buffer = views, grad
-    relink_gradients([flat])
-    return [flat]
-
-
-def relink_gradients(params: list[nn.Parameter]) -> None:
-    for flat in params:
-        views = getattr(flat, "grad_views", None)
-        if views and (flat.grad is not flat.grad_buffer or views[0][0].grad is not views[0][1]):
-            flat.grad = flat.grad_buffer
-            for p, grad in views:
-                p.grad = grad
 
 
 class RLModule(pl.LightningModule):

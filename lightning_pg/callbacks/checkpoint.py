@@ -22,7 +22,7 @@ from weakref import proxy
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lightning_pg.algorithms.base import crossed
+from lightning_pg.schedules import crossed
 
 
 class RLCheckpoint(ModelCheckpoint):
