@@ -285,6 +285,16 @@ def test_numpy_acting_draws_the_torch_policys_actions_and_log_probs(env_id, acti
     np.testing.assert_allclose(model.policy.numpy_actor().values(obs), expected_values, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("algo", [A2C, PPO])
+def test_by_hand_updates_stop_on_a_non_finite_gradient_between_logged_batches(tmp_path, algo):
+    """The by-hand update computes loss values only for logged batches; every step's gradient norm is checked."""
+    model = algo(env_id="tests.envs:HugeRewardAfter", env_kwargs={"steps": 300}, num_envs=2, total_timesteps=20_000,
+                 eval_every=-1, log_every=100_000, max_grad_norm=None)
+    with pytest.raises(lp.TrainingDiverged, match="grad_norm=(inf|nan)"):
+        _fit(model, tmp_path)
+    assert model._by_hand and 300 * 2 <= model.num_timesteps < 20_000
+
+
 def test_numpy_acting_follows_parameters_replaced_by_load_state_dict_assign(tmp_path):
     """The numpy views are taken per rollout: weights swapped in as new Parameter objects are the ones acted with."""
     model = PPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64, eval_every=-1)

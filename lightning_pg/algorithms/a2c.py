@@ -64,8 +64,11 @@ class A2C(OnPolicyModule):
         advantages = batch["advantages"]
         if self.hparams.normalize_advantage:
             advantages = self.normalize_advantages(advantages)
-        losses = {"loss_policy": -(dist.log_prob(batch["actions"]) * advantages).mean()}  # actor: follow A(s, a)
-        losses["loss_value"], d_value = self.value_loss(values, batch)  # critic: fit R
+        loss_value, d_value = self.value_loss(values, batch)  # critic: fit R
+        losses = {}
+        if self.losses_due:  # (the by-hand update needs only the derivatives returned below)
+            losses = {"loss_policy": -(dist.log_prob(batch["actions"]) * advantages).mean(),  # actor: follow A(s, a)
+                      "loss_value": loss_value}
         d_entropy = self.entropy_bonus(losses, dist)
         if self.log_due:  # diagnostics, only for the batches whose metrics are written
             with torch.no_grad():

@@ -251,8 +251,11 @@ class RLModule(pl.LightningModule):
         fused step, too late for gradient clipping (Lightning refuses to clip there)."""
         return adam(params, lr, fused=not str(self.trainer.precision).startswith("16"), **kwargs)
 
-    def gradient_step(self, loss: Tensor | Callable[[], None], optimizer: Any, max_grad_norm: float | None = None) -> None:
-        """zero_grad, backward, optional norm clipping, step.
+    def gradient_step(
+        self, loss: Tensor | Callable[[], None], optimizer: Any, max_grad_norm: float | None = None
+    ) -> Tensor | None:
+        """zero_grad, backward, optional norm clipping, step; returns the gradient's norm before clipping where
+        it computed one (clipping with direct steps, or a by-hand backward), else None.
 
         ``loss`` is a scalar tensor, or (direct steps only) a function that writes the gradients into ``.grad``
         itself: the on-policy update's backward by hand (OnPolicyModule.policy_step).
@@ -266,6 +269,7 @@ class RLModule(pl.LightningModule):
             p for group in optimizer.param_groups for p in group["params"]
         ]
         relink_gradients(params)
+        norm = None
         if self._direct_steps:
             raw = optimizer.optimizer
             flat = params[0] if len(params) == 1 and hasattr(params[0], "grad_buffer") else None
@@ -274,17 +278,19 @@ class RLModule(pl.LightningModule):
             else:  # per PPO update here, more than a third of the backward pass itself
                 raw.zero_grad(set_to_none=False)
             loss() if callable(loss) else loss.backward()
-            if max_grad_norm is not None and flat is not None:
-                grad = flat.grad_buffer
+            if flat is not None and (max_grad_norm is not None or callable(loss)):  # (a by-hand step's norm is
+                grad = flat.grad_buffer  # its finiteness check: it computes loss values only when logged)
                 norm = torch.linalg.vector_norm(grad)
-                if grad.device.type == "cpu":  # the factor as a Python number: two ops fewer, no device to wait for
+                if max_grad_norm is None:
+                    pass
+                elif grad.device.type == "cpu":  # the factor as a Python number: two ops fewer, no device to wait for
                     scale = max_grad_norm / (float(norm) + 1e-6)
                     if not scale >= 1.0:  # (NaN too: it reaches the weights and the finiteness check sees it)
                         grad.mul_(scale)
                 else:
                     grad.mul_(torch.clamp(max_grad_norm / (norm + 1e-6), max=1.0))
             elif max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+                norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
             raw.step()
             self._optimizer_steps.increment_ready()  # keep trainer.global_step = optimizer steps, as
             self._optimizer_steps.increment_completed()  # LightningOptimizer.step would
@@ -297,6 +303,7 @@ class RLModule(pl.LightningModule):
         # Mixed precision runs the whole training_step in one autocast region, whose cache keeps the low-precision
         # copy of each weight until the region ends: without this, later forwards in this step use the old weights.
         torch.clear_autocast_cache()
+        return norm
 
     def on_train_start(self) -> None:
         precision = str(self.trainer.precision)

@@ -111,8 +111,16 @@ class OnPolicyModule(RLModule):
         owner = next((cls for cls in type(self).__mro__ if "loss_terms" in vars(cls)), None)
         return owner is not None and type(self).loss is owner.loss
 
+    @property
+    def losses_due(self) -> bool:
+        """Whether ``loss_terms`` computes the losses' values. The autograd update needs them (they are its
+        objective); the by-hand one needs only their derivatives, so it computes them just for the batches
+        whose metrics are logged, and the finiteness check reads every step's gradient norm instead."""
+        return self.log_due or not self._by_hand
+
     def policy_step(self, batch: dict[str, Tensor], optimizer: Any, **loss_kwargs: Any) -> dict[str, Tensor]:
-        """One gradient step on the algorithm's loss for ``batch``; returns the loss terms.
+        """One gradient step on the algorithm's loss for ``batch``; returns the loss terms and ``grad_norm``
+        (the gradient's norm before clipping, where the step computes it).
 
         Where the algorithm writes its loss's derivatives out (``loss_terms``) and the networks allow it (MLP
         bodies with tanh or relu, one device, 32-bit), the forward and backward run by hand: the same
@@ -120,26 +128,30 @@ class OnPolicyModule(RLModule):
         """
         if not self._by_hand:
             losses = self.loss(batch, **loss_kwargs)
-            self.gradient_step(total_loss(losses), optimizer, self.hparams.max_grad_norm)
-            return losses
-        dist, values, saved = self.policy.forward_saving(batch["obs"])
-        losses, (d_log_prob, d_value, d_entropy) = self.loss_terms(batch, dist, values, **loss_kwargs)
+            norm = self.gradient_step(total_loss(losses), optimizer, self.hparams.max_grad_norm)
+        else:
+            dist, values, saved = self.policy.forward_saving(batch["obs"])
+            losses, (d_log_prob, d_value, d_entropy) = self.loss_terms(batch, dist, values, **loss_kwargs)
 
-        def write_gradients() -> None:
-            self.policy.backward_by_hand(dist, saved, batch["actions"], d_log_prob, d_value, d_entropy)
+            def write_gradients() -> None:
+                self.policy.backward_by_hand(dist, saved, batch["actions"], d_log_prob, d_value, d_entropy)
 
-        self.gradient_step(write_gradients, optimizer, self.hparams.max_grad_norm)
+            norm = self.gradient_step(write_gradients, optimizer, self.hparams.max_grad_norm)
+        if norm is not None:
+            losses["grad_norm"] = norm
         return losses
 
-    def value_loss(self, values: Tensor, batch: dict[str, Tensor], clip_vf: float | None = None) -> tuple[Tensor, Tensor]:
-        """vf_coef · mean((V − R)²) and its derivative dL/dV per sample. With ``clip_vf``, V is first kept within
+    def value_loss(
+        self, values: Tensor, batch: dict[str, Tensor], clip_vf: float | None = None
+    ) -> tuple[Tensor | None, Tensor]:
+        """vf_coef · mean((V − R)²) (None when not ``losses_due``) and its derivative dL/dV per sample. With ``clip_vf``, V is first kept within
         clip_vf of the value at collection time (PPO's value clipping; no gradient where it was clipped)."""
         if clip_vf is not None:
             change = values - batch["values"]
             clipped = change.clamp(-clip_vf, clip_vf)
             values = batch["values"] + clipped
         error = values - batch["returns"]
-        loss = self.hparams.vf_coef * error.square().mean()
+        loss = self.hparams.vf_coef * error.square().mean() if self.losses_due else None
         with torch.no_grad():
             d_value = error * (2.0 * self.hparams.vf_coef / len(error))
             if clip_vf is not None:
@@ -152,7 +164,8 @@ class OnPolicyModule(RLModule):
         if self.hparams.ent_coef <= 0:
             return None
         entropy = dist.entropy()
-        losses["loss_entropy"] = -self.hparams.ent_coef * entropy.mean()
+        if self.losses_due:
+            losses["loss_entropy"] = -self.hparams.ent_coef * entropy.mean()
         return -self.hparams.ent_coef / len(entropy)
 
     def normalize_advantages(self, adv: Tensor) -> Tensor:

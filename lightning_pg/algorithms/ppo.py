@@ -97,10 +97,12 @@ class PPO(OnPolicyModule):
         advantages = mb["advantages"]
         low, high = (mb["ratio_low"], mb["ratio_high"]) if "ratio_low" in mb else ratio_bounds(advantages, clip)
         clipped = ratio.clamp(low, high)
-        losses = {"loss_policy": -(clipped * advantages).mean()}
         with torch.no_grad():  # dL/dlog π = −r·Â/n where r is inside its bounds (dr/dlog π = r), 0 where clipped
             d_log_prob = torch.where(clipped == ratio, ratio * advantages, 0.0) * (-1.0 / len(ratio))
-        losses["loss_value"], d_value = self.value_loss(values, mb, clip_vf)
+        loss_value, d_value = self.value_loss(values, mb, clip_vf)
+        losses = {}
+        if self.losses_due:  # (the by-hand update needs only the derivatives returned below)
+            losses = {"loss_policy": -(clipped * advantages).mean(), "loss_value": loss_value}
         return losses, (d_log_prob, d_value, self.entropy_bonus(losses, dist))
 
     @torch.no_grad()
@@ -128,7 +130,7 @@ class PPO(OnPolicyModule):
             history.append(self.policy_step(mb, optimizer, clip=clip, clip_vf=clip_vf))
         metrics = {k: torch.stack([h[k].detach() for h in history]).mean() for k in history[0]} if history else {}
         if not self.log_due:
-            return self.metric_names(metrics)  # the losses: enough for the finiteness check
+            return self.metric_names(metrics)  # the gradient norms (or losses): enough for the finiteness check
         metrics.update(self.diagnostics(batch, clip))
         metrics.setdefault("loss_entropy", -self.hparams.ent_coef * metrics["entropy"])
         named = self.metric_names(metrics)
