@@ -144,8 +144,9 @@ class OnPolicyModule(RLModule):
     def value_loss(
         self, values: Tensor, batch: dict[str, Tensor], clip_vf: float | None = None
     ) -> tuple[Tensor | None, Tensor]:
-        """vf_coef · mean((V − R)²) (None when not ``losses_due``) and its derivative dL/dV per sample. With ``clip_vf``, V is first kept within
-        clip_vf of the value at collection time (PPO's value clipping; no gradient where it was clipped)."""
+        """vf_coef · mean((V − R)²) (None when not ``losses_due``) and its derivative dL/dV per sample. With
+        ``clip_vf``, V is first kept within clip_vf of the value at collection time (PPO's value clipping; no
+        gradient where it was clipped)."""
         if clip_vf is not None:
             change = values - batch["values"]
             clipped = change.clamp(-clip_vf, clip_vf)
