@@ -56,6 +56,18 @@ def test_open_episodes_statistics_are_part_of_the_saved_iterable_state():
     np.testing.assert_array_equal(returns, np.concatenate([b["episode_lengths"] for b in later]))
 
 
+def test_reward_normalization_running_returns_are_part_of_the_saved_iterable_state():
+    torch.manual_seed(0)
+    model = lp.A2C(env_id="CartPole-v1", num_envs=3, n_steps=7, normalize_reward=True)
+    model.trainer = pl.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu")
+    data = model.make_data()
+    data.collect()
+    restored = model.make_data()
+    restored.load_state_dict(data.state_dict())
+    assert data.discounted_return.abs().sum() > 0
+    torch.testing.assert_close(restored.discounted_return, data.discounted_return)
+
+
 def test_a_state_saved_with_wrapped_envs_resumes_their_episode_counters():
     """Checkpoints from before training envs counted their own episodes hold envs wrapped in gymnasium's
     RecordEpisodeStatistics: the open episodes continue from the wrapper's counts, and the wrapper goes."""

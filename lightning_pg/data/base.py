@@ -196,6 +196,8 @@ class EnvIterable(IterableDataset):
             self.obs = None if state["obs"] is None else state["obs"].numpy()
             if self.obs is not None:  # the open episodes go on: so do their counters
                 self.episode_return, self.episode_length = self._saved_episode_counters(state)
+        if state.get("discounted_return") is not None:
+            self.discounted_return = state["discounted_return"].to(self.module.device)
 
     def _saved_episode_counters(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(self.envs, RecordEpisodeStatistics):  # saved before training envs counted their own
@@ -204,8 +206,6 @@ class EnvIterable(IterableDataset):
         if state.get("episode_return") is None:
             return np.zeros(len(self.obs)), np.zeros(len(self.obs), np.int64)
         return state["episode_return"].numpy().copy(), state["episode_length"].numpy().copy()
-        if state.get("discounted_return") is not None:
-            self.discounted_return = state["discounted_return"].to(self.module.device)
 
     def _env_config(self) -> str:
         hp = self.module.hparams
