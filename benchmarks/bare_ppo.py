@@ -3,13 +3,12 @@
     python benchmarks/bare_ppo.py [--config configs/ppo_cartpole.yaml] [--steps 200000] [--seed 0]
 
 It reads the PPO hyperparameters of a config and repeats what the CLI run does, step for step: the same
-vector env, the same networks and init, rollouts acting in numpy (NumpyActor, as lightning_pg does on the
-CPU) with one batched value pass and GAE, n_epochs of minibatch steps with fused Adam on contiguous
-parameters and gradient clipping on their one flat gradient, linear schedules, a deterministic evaluation
-every eval_every env steps, a checkpoint (torch.save) every checkpoint.every_n_env_steps, and training
-metrics to W&B every 1,000 env steps (offline, like the CLI's default logger; `--no-wandb` turns it off).
-Its update is the one lightning_pg runs: the forward and backward written out (ActorCritic.forward_saving /
-backward_by_hand, the loss's derivatives inline below); `--autograd` runs the textbook autograd update instead.
+vector env, the same networks and init (ActorCritic.build: the stacked body), rollouts acting in numpy
+(NumpyActor, as lightning_pg does on the CPU) with V(s_T) and the cuts' values in one more pass and GAE,
+n_epochs of minibatch steps on the textbook PPO loss under autograd with fused Adam on contiguous parameters
+and gradient clipping on their one flat gradient, linear schedules, a deterministic evaluation every
+eval_every env steps, a checkpoint (torch.save) every checkpoint.every_n_env_steps, and training metrics to
+W&B every 1,000 env steps (offline, like the CLI's default logger; `--no-wandb` turns it off).
 `benchmarks/lightning_overhead.py` runs it side by side with the CLI; it prints the loop's own time.
 """
 from __future__ import annotations
@@ -30,6 +29,7 @@ import yaml  # noqa: E402
 from lightning_pg.envs import make_vec_env  # noqa: E402
 from lightning_pg.evaluation import evaluate  # noqa: E402
 from lightning_pg.networks import ActorCritic  # noqa: E402
+from lightning_pg.networks.numpy_actor import NumpyActor  # noqa: E402
 from lightning_pg.optim import adam, contiguous  # noqa: E402
 from lightning_pg.returns import gae  # noqa: E402
 from lightning_pg.schedules import crossed, parse_schedule  # noqa: E402
@@ -39,7 +39,7 @@ gc.enable()
 
 DEFAULTS = dict(num_envs=1, n_steps=2048, batch_size=64, n_epochs=10, gamma=0.99, gae_lambda=0.95, learning_rate=3e-4,
                 clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, network=[64, 64], eval_every=10_000,
-                eval_episodes=10, env_kwargs=None)
+                eval_episodes=10, env_kwargs=None, activation="tanh", ortho_init=True, log_std_init=0.0)
 
 
 def normalized(a: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,6 @@ def main() -> None:
     parser.add_argument("--config", default="configs/ppo_cartpole.yaml")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--autograd", action="store_true", help="autograd update instead of the by-hand one")
     parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
                         help="log to W&B as the CLI does (offline unless WANDB_MODE says otherwise)")
     args = parser.parse_args()
@@ -60,13 +59,13 @@ def main() -> None:
     hp = SimpleNamespace(**{**DEFAULTS, **config["model"]["init_args"]})
     total = args.steps or hp.total_timesteps
     ckpt_every = config.get("checkpoint", {}).get("every_n_env_steps", 10_000)
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)  # as lightning_pg does for MLP policies on CPU
+    torch.set_num_threads(config.get("torch_threads") or torch.get_num_threads())  # as the CLI does
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
     envs = make_vec_env(hp.env_id, hp.env_kwargs, hp.num_envs, episode_statistics=False)
-    policy = ActorCritic(envs.single_observation_space, envs.single_action_space, hp.network, "tanh", ortho_init=True)
+    policy = ActorCritic.build(envs.single_observation_space, envs.single_action_space, hp.network, hp.activation,
+                               True, hp.ortho_init, hp.log_std_init, False)
     lr, clip = parse_schedule(hp.learning_rate), parse_schedule(hp.clip_range)
     optimizer = adam(contiguous(list(policy.parameters())), lr(1.0), eps=1e-5)
     grad = optimizer.param_groups[0]["params"][0].grad_buffer
@@ -96,18 +95,19 @@ def main() -> None:
     log_clock = (0, time.perf_counter())
     start_loop = time.perf_counter()
     while steps < total:
-        # ---- rollout: policy per step, values in one pass afterwards, all in numpy as lightning_pg on the CPU ----
-        actor = policy.numpy_actor()
-        xs, actions, log_probs = [], [], []
+        # ---- rollout: the policy per step (values too), one more value pass, all in numpy as lightning_pg on the CPU
+        actor = NumpyActor(policy)
+        xs, actions, log_probs, values = [], [], [], []
         rewards = np.zeros((n, hp.num_envs), np.float32)
         terminated = np.zeros((n, hp.num_envs), bool)
         dones = np.zeros((n, hp.num_envs), bool)
         cut_at, cut_obs = [], []
         for t in range(n):
-            action, log_prob = actor(obs)
-            xs.append(obs)
+            x, action, log_prob, value = actor.act(obs)
+            xs.append(x)
             actions.append(action)
             log_probs.append(log_prob)
+            values.append(value)
             env_action = action if low is None else np.clip(action, low, high)
             obs, rewards[t], terminated[t], truncated, info = envs.step(env_action)
             dones[t] = terminated[t] | truncated
@@ -115,15 +115,15 @@ def main() -> None:
             if len(cut):
                 cut_at += [(t, i) for i in cut]
                 cut_obs.append(np.stack([info["final_obs"][i] for i in cut]))
-        values_all = actor.values(np.concatenate([*xs, obs, *cut_obs]))
-        values = values_all[:size].reshape(n, hp.num_envs)
-        next_values = values_all[hp.num_envs : size + hp.num_envs].reshape(n, hp.num_envs).copy()
+        values = np.stack(values)
+        more = actor.value(np.concatenate([obs, *cut_obs]))
+        next_values = np.concatenate([values[1:], more[None, : hp.num_envs]])
         if cut_at:
             ti, ei = zip(*cut_at)
-            next_values[list(ti), list(ei)] = values_all[size + hp.num_envs :]
+            next_values[list(ti), list(ei)] = more[hp.num_envs :]
         adv, ret = gae(rewards, values, next_values, terminated, dones, hp.gamma, hp.gae_lambda)
         before, steps = steps, steps + size
-        batch = {k: torch.from_numpy(v) for k, v in dict(
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in dict(
             obs=np.concatenate(xs), actions=np.concatenate(actions), log_probs=np.concatenate(log_probs),
             advantages=adv.reshape(-1), returns=ret.reshape(-1)).items()}
         whole = {**batch, "advantages": normalized(batch["advantages"])}
@@ -143,22 +143,13 @@ def main() -> None:
                     mb["advantages"] = normalized(mb["advantages"])
                 a = mb["advantages"]
                 grad.zero_()  # the one flat gradient of the contiguous parameters, as lightning_pg zeroes it
-                if args.autograd:
-                    dist = policy.dist(mb["obs"])
-                    ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])
-                    loss = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean()
-                    loss = loss + hp.vf_coef * torch.nn.functional.mse_loss(policy.value(mb["obs"]), mb["returns"])
-                    if hp.ent_coef > 0:
-                        loss = loss - hp.ent_coef * dist.entropy().mean()
-                    loss.backward()
-                else:  # the same loss, its derivatives per sample written out, then the networks' backward by hand
-                    dist, values, saved = policy.forward_saving(mb["obs"])
-                    ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])
-                    inside = torch.where(a > 0, ratio <= 1 + eps, ratio >= 1 - eps)  # where min() keeps r·A
-                    d_log_prob = torch.where(inside, ratio * a, 0.0) * (-1.0 / len(a))
-                    d_value = (values - mb["returns"]) * (2.0 * hp.vf_coef / len(a))
-                    d_entropy = -hp.ent_coef / len(a) if hp.ent_coef > 0 else None
-                    policy.backward_by_hand(dist, saved, mb["actions"], d_log_prob, d_value, d_entropy)
+                dist, values = policy(mb["obs"])
+                ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])
+                loss = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean()
+                loss = loss + hp.vf_coef * torch.nn.functional.mse_loss(values, mb["returns"])
+                if hp.ent_coef > 0:
+                    loss = loss - hp.ent_coef * dist.entropy().mean()
+                loss.backward()
                 scale = hp.max_grad_norm / (float(torch.linalg.vector_norm(grad)) + 1e-6)  # clip_grad_norm_'s rule
                 if scale < 1.0:
                     grad.mul_(scale)
@@ -167,7 +158,7 @@ def main() -> None:
         # ---- the same logging, evaluation and checkpoint schedule as the CLI run ----
         if run is not None and (crossed(before, steps, 1_000) or steps >= total):
             with torch.no_grad():  # the last minibatch's losses and the usual PPO diagnostics
-                dist, values = policy.dist(mb["obs"]), policy.value(mb["obs"])
+                dist, values = policy(mb["obs"])
                 log_ratio = dist.log_prob(mb["actions"]) - mb["log_probs"]
                 ratio = log_ratio.exp()
                 metrics = {

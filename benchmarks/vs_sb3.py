@@ -2,22 +2,30 @@
 
     pip install -e ".[bench]"            # stable-baselines3, for benchmarks only
     python benchmarks/vs_sb3.py ppo_cartpole a2c_cartpole --repeats 3 [--steps 100000]
-    python benchmarks/vs_sb3.py sac_pendulum --steps 5000 --repeats 3
-    python benchmarks/vs_sb3.py td3_pendulum --steps 15000 --repeats 3     # also ddpg_pendulum
+    python benchmarks/vs_sb3.py ppo_cartpole a2c_cartpole --repeats 3 --without numpy_actor,fused_body,direct_steps
+    python benchmarks/vs_sb3.py ppo_cartpole --plain                        # bare training calls on both sides
+    python benchmarks/vs_sb3.py sac_pendulum --steps 5000 --repeats 3 --plain
+    python benchmarks/vs_sb3.py td3_pendulum --steps 15000 --repeats 3 --plain     # also ddpg_pendulum
 
 Each case is a config in configs/; SB3 gets the same hyperparameters, translated from the model lightning_pg
 builds from that config (so defaults match too). Runs alternate (ours, SB3, ours, SB3, ...) as whole
-processes, one at a time. For each run it prints:
+processes, one at a time. By default both run as a user runs them: ours is the config's command line with
+everything it does (evaluation every ``eval_every`` env steps, best.ckpt and last.ckpt on the config's
+schedule, the default W&B logger in offline mode, the progress bar); SB3 gets an ``EvalCallback`` on the same
+schedule (the same number of deterministic episodes, saving its best model) and a ``CheckpointCallback``
+every ``checkpoint.every_n_env_steps`` (it logs nowhere: W&B's start-up is ours alone to pay). ``--plain``
+runs the training calls bare instead: ours without evaluation, logger or progress bar, SB3's ``learn()``
+without callbacks. ``--without`` switches lightning_pg's fast paths off (``benchmarks/without.py``), to
+show what each buys. For each run it prints:
 
 - process wall time: the whole `python -m lightning_pg fit ...` or SB3 process, start to exit;
 - fit time: the training call alone (Trainer.fit / model.learn), as each process reports it;
 - env steps per second (budget / fit time), and the deterministic evaluation return of the final policy
   (20 episodes, one fresh env per episode seeded 0..19, the same code for both).
 
-and at the end the median ratio lightning_pg / SB3 of both times per case. Ours runs without periodic
-evaluation, progress bar or logger (SB3's learn() has none of them either); checkpoints are as configured.
-Both use one torch thread (lightning_pg's default for MLP policies on CPU; SB3 is given the same, since
-two threads per process on a busy 2-core machine slowed every small op by up to 80x here).
+and at the end the median ratio lightning_pg / SB3 of both times per case. Both use one torch thread (the
+configs' ``torch_threads: 1``; SB3 is given the same, since two threads per process on a busy 2-core machine
+slowed every small op by up to 80x here).
 """
 from __future__ import annotations
 
@@ -127,27 +135,43 @@ def our_hparams(config: str) -> tuple[str, dict]:
     return name, dict(model.hparams)
 
 
-def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str) -> None:
+def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str, schedule_json: str) -> None:
     """Train SB3 in this process with our hyperparameters; print the fit time; save the model.
 
     The hyperparameters come as JSON from the driver, so this process never imports lightning_pg (its
-    import time would be charged to SB3's wall time).
+    import time would be charged to SB3's wall time). ``schedule``: ``{"eval_every", "eval_episodes",
+    "checkpoint_every"}`` in env steps for the user-run mode, or empty for a bare ``learn()``.
     """
     import stable_baselines3
+    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     import torch
 
-    torch.set_num_threads(1)  # what lightning_pg does for MLP policies on CPU; SB3's docs advise it too
-    hp = json.loads(hparams_json)
+    torch.set_num_threads(1)  # what the configs give lightning_pg for MLP policies on CPU; SB3's docs advise it
+    hp, schedule = json.loads(hparams_json), json.loads(schedule_json)
     sb3_name, translate = SB3_ALGOS[name]
-    env = make_vec_env(hp["env_id"], n_envs=hp["num_envs"], seed=seed, env_kwargs=hp["env_kwargs"])
-    if hp.get("normalize_obs") or hp.get("normalize_reward"):
-        env = VecNormalize(env, norm_obs=hp["normalize_obs"], norm_reward=hp["normalize_reward"], gamma=hp["gamma"])
+
+    def envs(n: int, env_seed: int, training: bool = True):
+        vec = make_vec_env(hp["env_id"], n_envs=n, seed=env_seed, env_kwargs=hp["env_kwargs"])
+        if hp.get("normalize_obs") or hp.get("normalize_reward"):
+            vec = VecNormalize(vec, norm_obs=hp["normalize_obs"], norm_reward=hp["normalize_reward"] and training,
+                               gamma=hp["gamma"], training=training)
+        return vec
+
+    env = envs(hp["num_envs"], seed)
     model = getattr(stable_baselines3, sb3_name)("MlpPolicy", env, seed=seed, device="cpu", **translate(hp))
+    callbacks = []
+    if schedule:  # as lightning_pg's config does it: evaluations with the best model kept, and checkpoints
+        folder = os.path.dirname(out)
+        if schedule["eval_every"] > 0:
+            callbacks.append(EvalCallback(envs(1, seed + 1_000_000, training=False), n_eval_episodes=schedule["eval_episodes"],
+                                          eval_freq=max(schedule["eval_every"] // hp["num_envs"], 1),
+                                          best_model_save_path=folder, deterministic=True, verbose=0))
+        callbacks.append(CheckpointCallback(max(schedule["checkpoint_every"] // hp["num_envs"], 1), folder))
     start = time.perf_counter()
-    model.learn(steps)
+    model.learn(steps, callback=callbacks)
     print(f"FIT_SECONDS {time.perf_counter() - start:.4f}", flush=True)
     model.save(out)
     if isinstance(env, VecNormalize):
@@ -203,16 +227,23 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return wall, result.stdout + result.stderr
 
 
-def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, ours_args: list[str] = ()) -> dict:
+def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, plain: bool, without: str = "",
+             ours_args: list[str] = ()) -> dict:
     config = f"configs/{case}.yaml"
-    budget = steps or yaml.safe_load(open(REPO / config))["model"]["init_args"]["total_timesteps"]
+    spec = yaml.safe_load(open(REPO / config))
+    budget = steps or spec["model"]["init_args"]["total_timesteps"]
     ours_root = tempfile.mkdtemp(prefix=f"{case}_ours_", dir=workdir)
-    ours_cmd = [sys.executable, "-m", "lightning_pg", "fit", "--config", config, "--seed_everything", str(seed),
-                f"--model.total_timesteps={budget}", "--model.eval_every=-1", "--trainer.logger=false",
-                "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", ours_root, *ours_args]
+    launcher = [str(REPO / "benchmarks" / "without.py"), without] if without else ["-m", "lightning_pg"]
+    ours_cmd = [sys.executable, *launcher, "fit", "--config", config, "--seed_everything", str(seed),
+                f"--model.total_timesteps={budget}", "--trainer.default_root_dir", ours_root, *ours_args]
+    if plain:
+        ours_cmd += ["--model.eval_every=-1", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     sb3_out = os.path.join(tempfile.mkdtemp(prefix=f"{case}_sb3_", dir=workdir), "model")
     name, hparams = our_hparams(config)
-    sb3_cmd = [sys.executable, __file__, "--sb3-worker", name, json.dumps(hparams), str(budget), str(seed), sb3_out]
+    schedule = {} if plain else {"eval_every": hparams["eval_every"], "eval_episodes": hparams["eval_episodes"],
+                                 "checkpoint_every": spec.get("checkpoint", {}).get("every_n_env_steps", 10_000)}
+    sb3_cmd = [sys.executable, __file__, "--sb3-worker", name, json.dumps(hparams), str(budget), str(seed), sb3_out,
+               json.dumps(schedule)]
     row = {}
     for kind, cmd in (("ours", ours_cmd), ("sb3", sb3_cmd)):
         wall, out = timed(cmd, env)
@@ -230,7 +261,7 @@ def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, o
 
 def main() -> None:
     if sys.argv[1:2] == ["--sb3-worker"]:
-        return sb3_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        return sb3_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7])
     if sys.argv[1:2] == ["--eval-worker"]:
         return eval_worker(*sys.argv[2:5])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -238,18 +269,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="env-step budget (default: the config's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plain", action="store_true",
+                        help="bare training calls: ours without evaluation, logger or progress bar; SB3 without callbacks")
+    parser.add_argument("--without", default="", help="lightning_pg fast paths to switch off (see benchmarks/without.py)")
     parser.add_argument("--ours-args", default="",
                         help="extra CLI args for our runs, e.g. --ours-args='--model.matmul_precision=highest'")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("WANDB_MODE", None)  # the CLI's own default: offline
     workdir = tempfile.mkdtemp(prefix="vs_sb3_")
+    print(f"mode: {'plain training calls' if args.plain else 'as a user runs it'}"
+          f"{'; lightning_pg without ' + args.without if args.without else ''}", flush=True)
     print(f"{'case':16s} {'run':>3s} | {'ours wall':>9s} {'sb3 wall':>9s} {'ratio':>6s} | {'ours fit':>8s} {'sb3 fit':>8s} "
           f"{'ratio':>6s} | {'ours sps':>8s} {'sb3 sps':>8s} | {'ours eval':>9s} {'sb3 eval':>9s}", flush=True)
     summary = {}
     for case in args.cases:
         ratios = {"wall": [], "fit": []}
         for run in range(args.repeats):
-            r = run_case(case, args.steps, args.seed + run, workdir, env, shlex.split(args.ours_args))
+            r = run_case(case, args.steps, args.seed + run, workdir, env, args.plain, args.without,
+                         shlex.split(args.ours_args))
             o, s = r["ours"], r["sb3"]
             ratios["wall"].append(o["wall"] / s["wall"])
             ratios["fit"].append(o["fit"] / s["fit"])

@@ -2,14 +2,7 @@
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import TYPE_CHECKING, Any
-
-# Lightning's notes on choices made here on purpose: `training_step(dataloader_iter)` turns off its
-# one-batch prefetch (on-policy data must be collected after each update), and validate/test loaders are
-# empty during fit (evaluation runs on the env-step clock instead).
-for _message in (".*dataloader_iter.*", "Total length of .* across ranks is zero.*", ".*LeafSpec.*is deprecated.*"):
-    warnings.filterwarnings("ignore", message=_message)
 
 __version__ = "0.1.0"
 

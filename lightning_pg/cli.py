@@ -17,8 +17,9 @@ import gc
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from jsonargparse import ArgumentError
@@ -26,6 +27,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_pg.algorithms import RLModule
+from lightning_pg.algorithms.base import check
 from lightning_pg.callbacks import RLCheckpoint
 from lightning_pg.errors import ConfigError, LightningPGError
 
@@ -65,6 +67,17 @@ class RLCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RLCheckpoint, "checkpoint")
+        parser.add_argument(
+            "--torch_threads", type=Optional[int], default=None,
+            help="torch's intra-op threads for this process (torch.set_num_threads); null leaves torch's default. "
+                 "Small MLPs are a long chain of tiny ops that threads only slow down: their configs set 1.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("torch_threads") is not None:
+            check(config.torch_threads >= 1, "torch_threads", config.torch_threads, "an integer >= 1, or null")
+            torch.set_num_threads(config.torch_threads)
 
     def _parse_ckpt_path(self) -> None:
         # Lightning would replace the config's model by the checkpoint's hyperparameters; here the config
@@ -86,8 +99,8 @@ class RLCLI(LightningCLI):
     def default_logger(self, trainer_config: dict[str, Any]) -> Any:
         """W&B under the run directory, offline unless WANDB_MODE says otherwise, continuing a resumed run.
 
-        Built here rather than declared as a class_path default: resolving WandbLogger's signature costs
-        jsonargparse 0.4 s at every start, also for runs that turn the logger off.
+        Built here rather than declared as a class_path default: jsonargparse would resolve WandbLogger's
+        signature at every start, also for runs that turn the logger off.
         """
         from pytorch_lightning.loggers import WandbLogger
 
@@ -147,10 +160,18 @@ def _user_error(exc: BaseException) -> str | None:
     return None
 
 
+#: Lightning's notes on choices made here on purpose: `training_step(dataloader_iter)` turns off its one-batch
+#: prefetch (on-policy data must be collected after each update), and validate/test loaders are empty during
+#: fit (evaluation runs on the env-step clock instead). The command line is a program of its own and hides them.
+LIGHTNING_NOTES = (".*dataloader_iter.*", "Total length of .* across ranks is zero.*", ".*LeafSpec.*is deprecated.*")
+
+
 def main(args: list[str] | None = None) -> None:
+    for message in LIGHTNING_NOTES:
+        warnings.filterwarnings("ignore", message=message)
     # Everything imported so far (torch, torch._dynamo via Lightning, sympy, ~2,000 modules) lives as long as
     # the process: moved out of the cyclic GC's reach, later full collections and the interpreter's exit no
-    # longer walk it. Exit alone took 0.5 s here. (`python -m lightning_pg` has frozen them already, see
+    # longer walk it, the interpreter's exit included. (`python -m lightning_pg` has frozen them already, see
     # __main__.py; this is for the `lightning-pg` script and callers of main().)
     gc.freeze()
     argv = list(sys.argv[1:] if args is None else args)

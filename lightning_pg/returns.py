@@ -15,7 +15,7 @@ Truncation is not termination: a time-limit cut stops the sum but still bootstra
 the rollout is treated as a cut (it bootstraps from ``next_values[-1]`` unless terminated).
 
 ``gae`` and ``discounted_returns`` take torch tensors or numpy arrays (all of one kind) and return the same
-kind: rollouts on the CPU compute their advantages in numpy, whose per-op cost on arrays of a few dozen
+kind: rollouts acted in numpy compute their advantages in numpy, whose per-op cost on arrays of a few dozen
 numbers is a fraction of torch's.
 """
 from __future__ import annotations
@@ -41,8 +41,7 @@ def _cut_mask(dones: Array) -> Array:
 def _backward_scan(base: Array, coef: Array) -> Array:
     """x_t = base_t + coef_t · x_{t+1}, from the last row back (x_T = 0): the recursion of every return.
 
-    Row by row on views of the inputs, stacked once at the end; for tensors one fused multiply-add per row
-    (half the time of a multiply and an add).
+    Row by row on views of the inputs, stacked once at the end; for tensors one fused multiply-add per row.
     """
     rows: list = []
     if isinstance(base, Tensor):
@@ -96,36 +95,3 @@ def gae(
     advantages = _backward_scan(deltas, gamma * gae_lambda * _cut_mask(dones))
     return advantages, advantages + values
 
-
-def nstep_targets(
-    rewards: Tensor, next_values: Tensor, terminated: Tensor, dones: Tensor, gamma: float, n: int
-) -> Tensor:
-    r"""n-step bootstrapped targets.
-
-    :math:`y_t = \sum_{k=0}^{m-1} \gamma^k r_{t+k} + \gamma^m (1 - \text{term}_{t+m-1}) V(s'_{t+m-1})`,
-    where :math:`m \le n` stops early at an episode end or the last row. ``n = 1`` gives the one-step
-    TD target :math:`r_t + \gamma (1 - \text{term}_t) V(s'_t)` of DDPG, TD3 and SAC.
-
-    Shapes: every argument ``[T, ...]``; returns ``[T, ...]``.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    steps = rewards.shape[0]
-    stop = 1.0 - _cut_mask(dones)  # 1 where the sum must stop after this row
-    alive_after = 1.0 - terminated.float()
-
-    def shifted(x: Tensor, k: int) -> Tensor:  # row t holds x[t + k], zero past the end
-        out = torch.zeros_like(x, dtype=torch.float32)
-        out[: steps - k] = x[k:]
-        return out
-
-    targets = torch.zeros_like(rewards, dtype=torch.float32)
-    open_ = torch.ones_like(targets)  # the sum for row t has not stopped yet
-    discount = 1.0
-    for k in range(min(n, steps)):
-        targets += open_ * discount * shifted(rewards, k)
-        ends = open_ * (shifted(stop, k) if k < n - 1 else torch.ones_like(open_))
-        targets += ends * discount * gamma * shifted(alive_after, k) * shifted(next_values, k)
-        open_ = open_ - ends
-        discount *= gamma
-    return targets

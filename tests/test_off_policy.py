@@ -96,14 +96,13 @@ def test_tanh_gaussian_log_prob_is_finite_and_exact_at_saturated_actions():
 
 
 def test_stacked_critics_match_separate_mlps():
-    critics = QCritics(lp.SAC(env_id="Pendulum-v1").observation_space, 1, [16, 8], n_critics=2)
+    critics = QCritics(lp.SAC(env_id="Pendulum-v1").observation_space, 1, [16, 8], 2, "relu")
     obs, actions = torch.randn(5, 3), torch.rand(5, 1)
     for i in range(2):
         x = torch.cat([obs, actions], -1)
-        for k, (w, b) in enumerate(zip(critics.weights, critics.biases)):
-            x = x @ w[i] + b[i]
-            x = torch.relu(x) if k < 2 else x
-        torch.testing.assert_close(critics(obs, actions)[i], x.squeeze(-1))
+        for w, b in zip(critics.body.weights, critics.body.biases):
+            x = torch.relu(x @ w[i] + b[i])
+        torch.testing.assert_close(critics(obs, actions)[i], x @ critics.out_weight[i, 0] + critics.out_bias[i])
 
 
 # ---- the replay buffer ----------------------------------------------------------------------------------------

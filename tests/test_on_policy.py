@@ -1,13 +1,24 @@
-"""A2C and PPO: rollouts, GAE through cuts, action storage, normalization, schedules, update counts, export."""
+"""A2C and PPO: rollouts, GAE through cuts, action storage, normalization, schedules, update counts, export; every
+update against a plain-autograd reference (subclasses included), and each fast path against its plain form."""
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import lightning_pg as lp
 from lightning_pg import A2C, PPO
+from lightning_pg.data.rollouts import TorchActor
+from lightning_pg.networks import ActorCritic, StackedMLP
+from lightning_pg.networks.actor_critic import CategoricalHead, Linear
+from lightning_pg.networks.encoders import _TanhMLPFunction
+from lightning_pg.networks.numpy_actor import NumpyActor
+from lightning_pg.optimizer_steps import OptimizerSteps
 from tests.envs import RecordActions
 from tests.helpers import ckpt_state, csv_logger, csv_rows, run_cli
+from tests.reference import (a2c_objective, assert_gradients_match, log_prob as reference_log_prob, ppo_objective,
+                             record_step, reference_gradient, standard_forward)
 
 
 def _fit(model, tmp_path, **kwargs):
@@ -67,32 +78,6 @@ def test_raw_action_is_stored_and_only_the_env_copy_is_clipped():
     np.testing.assert_allclose(sent.reshape(-1), raw.clamp(-2, 2).reshape(-1).numpy(), rtol=1e-6)
     with torch.no_grad():  # the stored log-prob is the raw sample's
         torch.testing.assert_close(model.policy.dist(batch["obs"]).log_prob(raw), batch["log_probs"])
-
-
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_ppo_surrogate_equals_the_textbook_min_of_clipped_and_unclipped(env_id):
-    """PPO's loss clamps r to per-sample bounds; the paper's min(r·A, clip(r)·A) must give the same numbers."""
-    torch.manual_seed(0)
-    model = PPO(env_id=env_id, num_envs=2, n_steps=64, batch_size=128, n_epochs=1)
-    batch = model.make_data().collect()
-    batch["log_probs"] = batch["log_probs"] + 0.4 * torch.randn(128)  # ratios well inside and outside [0.8, 1.2]
-    batch["advantages"][:5] = 0.0
-    clip = 0.2
-    mb = next(model.minibatches(batch, clip))
-    ours = model.loss(mb, clip, None)["loss_policy"]
-    without_bounds = {k: v for k, v in mb.items() if not k.startswith("ratio_")}  # loss() makes them when missing
-    torch.testing.assert_close(model.loss(without_bounds, clip, None)["loss_policy"], ours)
-    grads_ours = torch.autograd.grad(ours, list(model.policy.parameters()), allow_unused=True)
-    ratio = torch.exp(model.policy.dist(mb["obs"]).log_prob(mb["actions"]) - mb["log_probs"])
-    adv = mb["advantages"]
-    textbook = -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv).mean()
-    grads_textbook = torch.autograd.grad(textbook, list(model.policy.parameters()), allow_unused=True)
-    assert 0.1 < ((ratio - 1).abs() > clip).float().mean() < 0.9  # both regimes are exercised
-    torch.testing.assert_close(ours, textbook)
-    for a, b in zip(grads_ours, grads_textbook):
-        assert (a is None) == (b is None)
-        if a is not None:
-            torch.testing.assert_close(a, b)
 
 
 def test_advantage_normalization_of_a_single_sample_is_finite(tmp_path):
@@ -166,7 +151,7 @@ def test_exported_policy_matches_eager_predict(tmp_path):
 def test_pixel_observations_get_a_cnn_and_train(tmp_path):
     model = PPO(env_id="tests.envs:PixelCartPole", num_envs=2, n_steps=16, batch_size=16, n_epochs=1,
                 total_timesteps=64, eval_every=-1)
-    assert type(model.policy.pi_body[0]).__name__ == "NatureCNN"
+    assert type(model.policy.body.pi[0]).__name__ == "NatureCNN"
     before = [p.detach().clone() for p in model.parameters()]
     _fit(model, tmp_path)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -204,95 +189,227 @@ def test_target_kl_stops_the_epochs_early(tmp_path):
     assert 2 <= early < 2 * 10 * 4  # at least the first minibatch of each rollout, then it stops
 
 
-def _gradients_both_ways(model, batch, **loss_kwargs):
-    """(loss terms, gradient of every parameter) by autograd and by the hand-written backward."""
-    params = list(model.policy.parameters())
-    model.zero_grad(set_to_none=True)
-    losses = model.loss(batch, **loss_kwargs)
-    sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
-    autograd = [p.grad.clone() for p in params]
-    for p in params:
-        p.grad = torch.full_like(p, float("nan"))  # every entry must be written
-    dist, values, saved = model.policy.forward_saving(batch["obs"])
-    by_hand_losses, (d_log_prob, d_value, d_entropy) = model.loss_terms(batch, dist, values, **loss_kwargs)
-    model.policy.backward_by_hand(dist, saved, batch["actions"], d_log_prob, d_value, d_entropy)
-    return losses, by_hand_losses, autograd, [p.grad.clone() for p in params]
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-@pytest.mark.parametrize("algo, extra", [
-    ("ppo", {}), ("ppo", {"ent_coef": 0.01, "clip_range_vf": 0.05}), ("a2c", {}),
-    ("a2c", {"ent_coef": 0.01, "normalize_advantage": True}),
-])
-def test_backward_by_hand_gives_autograds_gradients(env_id, activation, algo, extra):
+# ---- one objective, under autograd: every update is the plain-autograd reference's ---------------------------
+# Each case switches every loss term on (entropy bonus, value clipping, advantage normalization) and records a
+# step where some ratios are clipped; it runs on every path: direct optimizer steps or Lightning's public API,
+# the fused tanh body or plain autograd ops (rollouts of >= 128 rows, so the fused body applies).
+ALL_TERMS = dict(ent_coef=0.01, learning_rate=3e-3, total_timesteps=10**6, eval_every=-1)
+UPDATE_CASES = {
+    "ppo_categorical": (PPO, dict(env_id="CartPole-v1", num_envs=8, n_steps=32, batch_size=256, n_epochs=8,
+                                  clip_range=0.1, clip_range_vf=0.01), 6, ppo_objective),
+    "ppo_gaussian": (PPO, dict(env_id="Pendulum-v1", num_envs=4, n_steps=64, batch_size=128, n_epochs=4,
+                               clip_range=0.1, clip_range_vf=0.01, log_std_init=-0.5), 5, ppo_objective),
+    "a2c_categorical": (A2C, dict(env_id="CartPole-v1", num_envs=8, n_steps=16, normalize_advantage=True), 2,
+                        a2c_objective),
+    "a2c_gaussian_relu": (A2C, dict(env_id="Pendulum-v1", num_envs=8, n_steps=16, activation="relu"), 2,
+                          a2c_objective),
+}
+
+
+@pytest.fixture(params=["direct", "lightning"])
+def step_path(request, monkeypatch):
+    monkeypatch.setattr(OptimizerSteps, "direct_enabled", request.param == "direct")
+    return request.param
+
+
+@pytest.fixture(params=["fused", "autograd_ops"])
+def body_path(request, monkeypatch):
+    monkeypatch.setattr(StackedMLP, "fused", request.param == "fused")
+    return request.param
+
+
+def _check_update(cls, kwargs, step, objective, step_path, extra=None, forward=standard_forward):
+    pl.seed_everything(0)
+    model = cls(**{**ALL_TERMS, **kwargs})
+    record = record_step(model, step)
+    assert record["direct"] == (step_path == "direct")
+    activation = model.hparams.activation
+    expected, dist = reference_gradient(model, record, objective, extra=extra,
+                                        forward=lambda p, o: forward(p, o, activation) if forward is standard_forward
+                                        else forward(p, o))
+    if objective is ppo_objective:  # the clipped regime is exercised
+        ratio = torch.exp(reference_log_prob(dist, record["batch"]["actions"]) - record["batch"]["log_probs"])
+        assert ((ratio - 1).abs() > model.hparams.clip_range).any()
+    assert_gradients_match(record, expected)
+    return model
+
+
+@pytest.mark.parametrize("case", list(UPDATE_CASES))
+def test_every_update_follows_the_plain_autograd_reference(case, step_path, body_path):
+    cls, kwargs, step, objective = UPDATE_CASES[case]
+    _check_update(cls, kwargs, step, objective, step_path)
+
+
+def _logit_penalty(dist):
+    """A researcher's extra term on the policy's outputs: the Gaussian mean, or the log-probabilities."""
+    if isinstance(dist, torch.distributions.Categorical):
+        return 0.3 * dist.logits.square().mean()
+    return 0.3 * dist.mean.square().mean()
+
+
+class PenalizedPPO(PPO):
+    def loss(self, mb):
+        losses = super().loss(mb)
+        dist = self.policy.dist(mb["obs"])
+        outputs = dist.log_probs if isinstance(dist, lp.networks.Categorical) else dist.mean
+        return {**losses, "loss_output_penalty": 0.3 * outputs.square().mean()}
+
+
+class PenalizedA2C(A2C):
+    def loss(self, batch):
+        losses = super().loss(batch)
+        dist = self.policy.dist(batch["obs"])
+        outputs = dist.log_probs if isinstance(dist, lp.networks.Categorical) else dist.mean
+        return {**losses, "loss_output_penalty": 0.3 * outputs.square().mean()}
+
+
+@pytest.mark.parametrize("cls, case", [(PenalizedPPO, "ppo_categorical"), (PenalizedPPO, "ppo_gaussian"),
+                                       (PenalizedA2C, "a2c_categorical"), (PenalizedA2C, "a2c_gaussian_relu")])
+def test_a_subclass_that_adds_a_loss_term_trains_on_it_on_every_path(cls, case, step_path, body_path):
+    _, kwargs, step, objective = UPDATE_CASES[case]
+    _check_update(cls, kwargs, step, objective, step_path, extra=lambda dist, values, batch: _logit_penalty(dist))
+
+
+class HuberValuePPO(PPO):
+    def value_loss(self, values, batch):
+        return self.hparams.vf_coef * F.smooth_l1_loss(values, batch["returns"])
+
+
+def test_a_subclass_that_replaces_the_value_loss_trains_on_it(step_path, body_path):
+    _, kwargs, step, _ = UPDATE_CASES["ppo_categorical"]
+    kwargs = {**kwargs, "clip_range_vf": None}
+
+    def objective(hp, dist, values, mb):  # PPO's with the Huber value loss in place of the squared error
+        without_value = ppo_objective({**hp, "vf_coef": 0.0}, dist, values, mb)
+        return without_value + hp["vf_coef"] * F.smooth_l1_loss(values, mb["returns"].double())
+
+    _check_update(HuberValuePPO, kwargs, step, objective, step_path)
+
+
+class SharedTrunk(nn.Module):
+    """A custom body: one trunk whose features feed both heads."""
+
+    def __init__(self, in_features, width):
+        super().__init__()
+        self.trunk = nn.Linear(in_features, width)
+        self.out_features = width
+
+    def forward(self, x):
+        features = torch.nn.functional.softplus(self.trunk(x.float()))
+        return features, features
+
+
+class SharedTrunkPPO(PPO):
+    def make_policy(self):
+        policy = ActorCritic(SharedTrunk(4, 32), CategoricalHead(32, 2), Linear(32, None), None)
+        policy.orthogonal_init()
+        return policy
+
+
+def _shared_trunk_forward(params, obs):
+    features = F.softplus(obs.double() @ params["body.trunk.weight"].T + params["body.trunk.bias"])
+    logits = features @ params["pi_head.weight"] + params["pi_head.bias"]
+    return torch.distributions.Categorical(logits=logits), features @ params["v_head.weight"] + params["v_head.bias"]
+
+
+def test_a_policy_with_a_custom_body_trains_through_it_and_acts_with_it(step_path):
+    _, kwargs, step, objective = UPDATE_CASES["ppo_categorical"]
+    kwargs = {**kwargs, "clip_range": 0.002}  # this small body moves less: a narrow clip range still clips
+    model = _check_update(SharedTrunkPPO, kwargs, step, objective, step_path, forward=_shared_trunk_forward)
+    assert isinstance(model.rollout_actor(), TorchActor)  # the numpy actor mirrors only the standard policy
+
+
+def test_loss_returns_the_same_terms_on_every_step(tmp_path):
+    keys = []
+    model = PPO(env_id="CartPole-v1", num_envs=2, n_steps=32, batch_size=16, total_timesteps=640, eval_every=-1,
+                log_every=320, ent_coef=0.01)
+    original = model.loss
+
+    def loss(mb):
+        losses = original(mb)
+        keys.append(tuple(losses))
+        return losses
+
+    model.loss = loss
+    _fit(model, tmp_path)
+    assert len(keys) == 10 * 4 * 10 and set(keys) == {("loss_policy", "loss_value", "loss_entropy")}
+
+
+# ---- the fast paths, each against its plain counterpart ------------------------------------------------------
+@pytest.mark.parametrize("x_needs_grad", [False, True])
+def test_fused_tanh_body_passes_gradcheck(x_needs_grad):
     torch.manual_seed(0)
-    if algo == "ppo":
-        model = PPO(env_id=env_id, num_envs=2, n_steps=64, batch_size=128, activation=activation, **extra)
-        batch = model.make_data().collect()
-        batch["log_probs"] = batch["log_probs"] + 0.3 * torch.randn(128)  # clipped and unclipped ratios
-        with torch.no_grad():
-            batch["values"] = model.policy.value(batch["obs"]) + 0.1 * torch.randn(128)  # some values clipped
-        batch = next(model.minibatches(batch, 0.2))
-        kwargs = {"clip": 0.2, "clip_vf": extra.get("clip_range_vf")}
-    else:
-        model = A2C(env_id=env_id, num_envs=4, n_steps=8, activation=activation, **extra)
-        batch, kwargs = model.make_data().collect(), {}
-    model.log_due = True
-    assert model.policy.has_backward_by_hand
-    losses, by_hand_losses, autograd, by_hand = _gradients_both_ways(model, batch, **kwargs)
-    assert losses.keys() == by_hand_losses.keys()
-    for key in losses:
-        torch.testing.assert_close(by_hand_losses[key], losses[key])
-    for a, b in zip(autograd, by_hand):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=x_needs_grad)
+    weights = [torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True),
+               torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)]
+    biases = [torch.randn(2, 1, 5, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 1, 4, dtype=torch.float64, requires_grad=True)]
+    assert torch.autograd.gradcheck(_TanhMLPFunction.apply, (x, *weights, *biases))
 
 
-def test_backward_by_hand_is_used_in_training_and_trains_like_autograd(tmp_path):
-    """Same seed, same settings: weights after 4 PPO rollouts (80 gradient steps) agree with autograd's."""
-    weights = {}
-    for by_hand in (True, False):
-        pl.seed_everything(0)
-        model = PPO(env_id="CartPole-v1", num_envs=4, n_steps=32, batch_size=64, n_epochs=10, total_timesteps=512,
-                    eval_every=-1)
-        model.backward_by_hand = by_hand
-        _fit(model, tmp_path)
-        assert model._by_hand == by_hand
-        weights[by_hand] = torch.cat([p.detach().reshape(-1) for p in model.policy.parameters()])
-    torch.testing.assert_close(weights[True], weights[False], rtol=1e-4, atol=1e-5)
-    assert not PPO(env_id="tests.envs:PixelCartPole", num_envs=1).policy.has_backward_by_hand  # CNN: autograd
+def test_stacked_body_is_separate_mlps_and_fused_equals_autograd_ops(monkeypatch):
+    torch.manual_seed(0)
+    body = StackedMLP(4, [64, 64], "tanh", 2)
+    x = torch.randn(256, 4)
+    assert body._fuses(x)
+    outputs, grads, weight = {}, {}, torch.randn(2, 256, 64)
+    for fused in (True, False):
+        monkeypatch.setattr(StackedMLP, "fused", fused)
+        out = body(x)
+        grads[fused] = torch.autograd.grad((out * weight).sum(), list(body.parameters()))
+        outputs[fused] = out.detach()
+    torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads[True], grads[False]):  # (sums over 256 rows: float32 rounding in another order)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for m in range(2):  # member m is an ordinary tanh MLP with its own weights
+        h = x
+        for w, b in zip(body.weights, body.biases):
+            h = torch.tanh(h @ w[m] + b[m])
+        torch.testing.assert_close(outputs[False][m], h.detach())
 
 
 @pytest.mark.parametrize("env_id, activation", [("CartPole-v1", "tanh"), ("Pendulum-v1", "relu")])
-def test_numpy_acting_draws_the_torch_policys_actions_and_log_probs(env_id, activation):
-    """Rollouts on the CPU sample in numpy: from the same RNG state, the same actions and log-probs as torch."""
+def test_numpy_acting_draws_the_torch_policys_actions_log_probs_and_values(env_id, activation):
+    """Rollouts on the CPU sample in numpy: from the same RNG state, the same actions, log-probs and values."""
     model = PPO(env_id=env_id, num_envs=16, activation=activation, log_std_init=-0.5)
     obs = np.stack([model.observation_space.sample() for _ in range(16)])
+    assert NumpyActor.mirrors(model.policy)
     torch.manual_seed(1)
-    actions, log_probs = model.policy.numpy_actor()(obs)
+    _, actions, log_probs, values = NumpyActor(model.policy).act(obs)
     after_numpy = torch.rand(())
     torch.manual_seed(1)
-    with torch.no_grad():
-        dist = model.policy.dist(torch.from_numpy(obs))
-        expected = dist.sample()
-        expected_log_probs = dist.log_prob(expected)
+    _, expected, expected_log_probs, expected_values = TorchActor(model.policy, torch.device("cpu")).act(obs)
     assert torch.rand(()) == after_numpy  # the same random draws consumed: seeding and resume behave alike
     assert actions.dtype == expected.numpy().dtype and actions.shape == expected.shape
     np.testing.assert_allclose(actions, expected.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(log_probs, expected_log_probs.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(values, expected_values.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(NumpyActor(model.policy).value(obs), expected_values.numpy(), rtol=1e-5, atol=1e-6)
+
+
+class ScaledLogitsHead(CategoricalHead):
+    def forward(self, features):
+        return lp.networks.Categorical(2.0 * Linear.forward(self, features))
+
+
+def test_numpy_acting_mirrors_only_the_exact_standard_policy():
+    model = PPO(env_id="CartPole-v1", num_envs=2)
+    assert NumpyActor.mirrors(model.policy) and isinstance(model.rollout_actor(), NumpyActor)
+    subclassed = PPO(env_id="CartPole-v1", num_envs=2)
+    subclassed.policy.__class__ = type("MyActorCritic", (ActorCritic,), {})  # e.g. an overridden dist()
+    other_head = PPO(env_id="CartPole-v1", num_envs=2)
+    other_head.policy.pi_head.__class__ = ScaledLogitsHead
+    normalized = PPO(env_id="CartPole-v1", num_envs=2, normalize_obs=True)
+    for model in (subclassed, other_head, normalized, PPO(env_id="CartPole-v1", num_envs=2, activation="elu")):
+        assert not NumpyActor.mirrors(model.policy) and isinstance(model.rollout_actor(), TorchActor)
+    # and what the module acts with is what trains: a changed head's actions come from the changed head
+    obs = np.zeros((2000, 4), np.float32)
     with torch.no_grad():
-        expected_values = model.policy.value(torch.from_numpy(obs)).numpy()
-    np.testing.assert_allclose(model.policy.numpy_actor().values(obs), expected_values, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("algo", [A2C, PPO])
-def test_by_hand_updates_stop_on_a_non_finite_gradient_between_logged_batches(tmp_path, algo):
-    """The by-hand update computes loss values only for logged batches; every step's gradient norm is checked."""
-    model = algo(env_id="tests.envs:HugeRewardAfter", env_kwargs={"steps": 300}, num_envs=2, total_timesteps=20_000,
-                 eval_every=-1, log_every=100_000, max_grad_norm=None)
-    with pytest.raises(lp.TrainingDiverged, match="grad_norm=(inf|nan)"):
-        _fit(model, tmp_path)
-    assert model._by_hand and 300 * 2 <= model.num_timesteps < 20_000
+        other_head.policy.pi_head.bias.copy_(torch.tensor([0.5, -0.5]))
+    _, actions, _, _ = other_head.rollout_actor().act(obs)
+    assert abs((actions == 0).float().mean().item() - torch.sigmoid(torch.tensor(2.0)).item()) < 0.03
 
 
 def test_numpy_acting_follows_parameters_replaced_by_load_state_dict_assign(tmp_path):
@@ -303,19 +420,19 @@ def test_numpy_acting_follows_parameters_replaced_by_load_state_dict_assign(tmp_
     with torch.no_grad():
         other.policy.pi_head.bias.copy_(torch.tensor([3.0, -3.0]))
     model.load_state_dict(other.state_dict(), assign=True)
-    obs = np.zeros((64, 4), np.float32)
-    actions, _ = model.policy.numpy_actor()(obs)
+    _, actions, _, _ = model.rollout_actor().act(np.zeros((64, 4), np.float32))
     assert (actions == 0).mean() > 0.9  # the new head prefers action 0 (p ≈ 0.998)
 
 
-def test_numpy_rollouts_build_the_batch_the_torch_path_builds():
+def test_numpy_rollouts_build_the_batch_the_torch_path_builds(monkeypatch):
     """CPU rollouts stay in numpy (acting, values, GAE): the same batches as torch's, time-limit cuts included."""
     batches = {}
     for in_numpy in (True, False):
+        monkeypatch.setattr(NumpyActor, "enabled", in_numpy)
         torch.manual_seed(0)
         model = A2C(env_id="CartPole-v1", num_envs=4, n_steps=8, gamma=0.9, gae_lambda=0.8,
                     env_kwargs={"max_episode_steps": 6})
-        model.acts_in_numpy = in_numpy
+        assert isinstance(model.rollout_actor(), NumpyActor if in_numpy else TorchActor)
         data = model.make_data()
         batches[in_numpy] = [data.collect() for _ in range(3)]
     assert sum(len(b["episode_returns"]) for b in batches[True]) >= 8  # cut every 6 steps: cuts were bootstrapped
@@ -326,39 +443,52 @@ def test_numpy_rollouts_build_the_batch_the_torch_path_builds():
         np.testing.assert_array_equal(got["episode_returns"], expected["episode_returns"])
 
 
-def test_training_acts_in_numpy_only_where_the_policy_allows(tmp_path):
-    plain = PPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64, eval_every=-1)
-    normalized = PPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64, eval_every=-1,
-                     normalize_obs=True)
+def test_direct_optimizer_steps_train_as_lightnings_public_path(tmp_path, monkeypatch):
+    """The bypass in optimizer_steps.py and its fallback: the same weights and step counts after 4 PPO rollouts."""
+    results = {}
+    for direct in (True, False):
+        monkeypatch.setattr(OptimizerSteps, "direct_enabled", direct)
+        pl.seed_everything(0)
+        model = PPO(env_id="CartPole-v1", num_envs=4, n_steps=32, batch_size=64, n_epochs=10, total_timesteps=512,
+                    eval_every=-1, ent_coef=0.01)
+        trainer = _fit(model, tmp_path)
+        assert model._optimizer_steps.direct == direct
+        results[direct] = (trainer.global_step, torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert results[True][0] == results[False][0] == 4 * 10 * 2
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-5)
+
+
+class CountsOptimizerSteps(pl.Callback):
+    def __init__(self):
+        self.calls = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.calls += 1
+
+
+class ClipsInItsOwnWay(A2C):
+    def on_after_backward(self):
+        self.after_backward = getattr(self, "after_backward", 0) + 1
+
+
+def test_hooks_the_public_path_would_call_are_called(tmp_path):
+    """A callback or module hook around backward or step takes Lightning's path, and runs on every step."""
+    counter = CountsOptimizerSteps()
+    model = A2C(env_id="CartPole-v1", num_envs=4, n_steps=5, total_timesteps=200, eval_every=-1)
+    trainer = _fit(model, tmp_path, callbacks=[counter])
+    assert not model._optimizer_steps.direct and counter.calls == trainer.global_step == 10
+    module = ClipsInItsOwnWay(env_id="CartPole-v1", num_envs=4, n_steps=5, total_timesteps=200, eval_every=-1)
+    _fit(module, tmp_path)
+    assert not module._optimizer_steps.direct and module.after_backward == 10
+    plain = A2C(env_id="CartPole-v1", num_envs=4, n_steps=5, total_timesteps=200, eval_every=-1)
     _fit(plain, tmp_path)
-    _fit(normalized, tmp_path)
-    assert plain.acts_in_numpy and not normalized.acts_in_numpy  # running obs statistics update in torch
+    assert plain._optimizer_steps.direct
 
 
-def test_a_subclass_that_changes_the_loss_trains_with_autograd(tmp_path):
-    """The by-hand backward follows loss_terms: overriding loss() alone must not be bypassed silently."""
-    class ScaledPPO(PPO):
-        def loss(self, mb, clip, clip_vf):
-            losses = super().loss(mb, clip, clip_vf)
-            return {**losses, "loss_value": 2.0 * losses["loss_value"]}
-
-    kwargs = dict(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=32, eval_every=-1)
-    scaled, plain = ScaledPPO(**kwargs), PPO(**kwargs)
-    _fit(scaled, tmp_path)
-    _fit(plain, tmp_path)
-    assert not scaled._by_hand and plain._by_hand
-
-
-def test_grouped_rollouts_still_save_last_ckpt_every_interval(tmp_path):
-    """A checkpoint interval shorter than a group ends the group where it is crossed (A2C: 40 steps a batch)."""
-    from lightning_pg.callbacks import RLCheckpoint
-
-    a2c = A2C(env_id="CartPole-v1", num_envs=8, n_steps=5, total_timesteps=1200, eval_every=-1)
-    saved = []
-    checkpoint = RLCheckpoint(every_n_env_steps=100, dirpath=str(tmp_path / "ckpt"), monitor=None)
-    original = checkpoint._save_last_checkpoint
-    checkpoint._save_last_checkpoint = lambda trainer, candidates: (saved.append(a2c.num_timesteps),
-                                                                    original(trainer, candidates))
-    pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path, accelerator="cpu", max_epochs=-1,
-               enable_model_summary=False, callbacks=[checkpoint]).fit(a2c)
-    assert saved == [120, 200, 320, 400, 520, 600, 720, 800, 920, 1000, 1120, 1200]
+@pytest.mark.parametrize("algo", [A2C, PPO])
+def test_a_non_finite_gradient_between_logged_batches_stops_training(tmp_path, algo):
+    model = algo(env_id="tests.envs:HugeRewardAfter", env_kwargs={"steps": 300}, num_envs=2, total_timesteps=20_000,
+                 eval_every=-1, log_every=100_000, max_grad_norm=None)
+    with pytest.raises(lp.TrainingDiverged, match="loss/value=(inf|nan)"):
+        _fit(model, tmp_path)
+    assert 300 * 2 <= model.num_timesteps < 20_000

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_pg.returns import discounted_returns, gae, nstep_targets
+from lightning_pg.returns import discounted_returns, gae
 
 GAMMA = 0.5
 # Two envs (columns), four steps (rows).
@@ -58,15 +58,6 @@ def test_numpy_arrays_give_the_same_answers_in_numpy():
     assert arrays[0] is not adv and np.array_equal(arrays[0], REWARDS.numpy())  # inputs left as they were
 
 
-def test_nstep_targets_known_answer():
-    one = nstep_targets(REWARDS, NEXT_VALUES, TERMINATED, DONES, GAMMA, n=1)
-    torch.testing.assert_close(one, torch.tensor([[3.5, 5.0], [2.0, 2.0], [6.0, 1.0], [9.0, 3.0]]))
-    # a: y0 = 1 + .5*2 (stops at the termination) = 2; y1 = 2; y2 = 3 + .5*4 + .25*10 = 7.5; y3 = 9
-    # b: y0 = 5 (cut at t0); y1 = 1 + .5*1 (stops at the termination) = 1.5; y2 = 1; y3 = 3
-    two = nstep_targets(REWARDS, NEXT_VALUES, TERMINATED, DONES, GAMMA, n=2)
-    torch.testing.assert_close(two, torch.tensor([[2.0, 5.0], [2.0, 1.5], [7.5, 1.0], [9.0, 3.0]]))
-
-
 def _random_rollout(steps=50, envs=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     rewards = torch.randn(steps, envs, generator=g)
@@ -108,9 +99,3 @@ def test_lambda_one_returns_equal_monte_carlo_returns():
     _, lambda_returns = gae(rewards, values, next_values, terminated, dones, 0.95, 1.0)
     mc = discounted_returns(rewards, next_values, terminated, dones, 0.95)
     torch.testing.assert_close(lambda_returns, mc, rtol=1e-4, atol=1e-4)
-
-
-def test_nstep_with_long_horizon_equals_monte_carlo():
-    rewards, _, next_values, terminated, dones = _random_rollout(seed=2)
-    mc = discounted_returns(rewards, next_values, terminated, dones, 0.9)
-    torch.testing.assert_close(nstep_targets(rewards, next_values, terminated, dones, 0.9, n=1000), mc)

@@ -6,7 +6,9 @@ actor follows the advantage A(s, a) ≈ G_t − V(s_t):
     ∇θ J = E[ ∇θ log πθ(a_t|s_t) · A_t ]        critic: minimize (V(s_t) − R_t)²
 
 with G_t the n-step bootstrapped return (GAE with λ = 1 by default), updated online after every
-``n_steps`` × ``num_envs`` transitions, one gradient step per rollout.
+``n_steps`` × ``num_envs`` transitions, one gradient step per rollout on
+
+    L = mean(−log π(a|s) · Â) + vf_coef · mean((V(s) − R)²) − ent_coef · mean(H[π(·|s)]).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lightning_pg.algorithms.base import check
-from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
+from lightning_pg.algorithms.on_policy import OnPolicyModule
 from lightning_pg.data.rollouts import RolloutIterable
 
 
@@ -32,8 +34,7 @@ class A2C(OnPolicyModule):
         **kwargs: see :class:`~lightning_pg.algorithms.on_policy.OnPolicyModule` and
             :class:`~lightning_pg.algorithms.base.RLModule` (ent_coef, vf_coef, max_grad_norm, env_id, ...).
 
-    Differences from SB3: none intended in the maths; values of the whole rollout are computed in one
-    batched pass after collection instead of one per step (same numbers, fewer calls).
+    Differences from SB3: none intended in the maths.
     """
 
     def __init__(
@@ -53,29 +54,19 @@ class A2C(OnPolicyModule):
         check(rms_prop_eps > 0, "rms_prop_eps", rms_prop_eps, "> 0")
 
     def make_data(self) -> RolloutIterable:
-        return RolloutIterable(self, self.hparams.n_steps)
+        hp = self.hparams
+        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor, self.ret_rms)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return self.loss_terms(batch, self.policy.dist(batch["obs"]), self.policy.value(batch["obs"]))[0]
-
-    def loss_terms(self, batch: dict[str, Tensor], dist: Any, values: Tensor) -> tuple[dict[str, Tensor], tuple]:
-        """The loss terms from the policy's ``dist`` and ``values`` on ``batch["obs"]``, and their derivatives
-        per sample (dL/dlog π(a|s), dL/dV(s), dL/dH) for the by-hand backward (see OnPolicyModule.policy_step)."""
-        advantages = batch["advantages"]
+        dist, values = self.policy(batch["obs"])                                # π(·|s), V(s)
+        advantages = batch["advantages"]                                        # Â = GAE(λ), λ = 1: R − V(s)
         if self.hparams.normalize_advantage:
             advantages = self.normalize_advantages(advantages)
-        loss_value, d_value = self.value_loss(values, batch)  # critic: fit R
-        losses = {}
-        if self.losses_due:  # (the by-hand update needs only the derivatives returned below)
-            losses = {"loss_policy": -(dist.log_prob(batch["actions"]) * advantages).mean(),  # actor: follow A(s, a)
-                      "loss_value": loss_value}
-        d_entropy = self.entropy_bonus(losses, dist)
-        if self.log_due:  # diagnostics, only for the batches whose metrics are written
-            with torch.no_grad():
-                losses["entropy"] = dist.entropy().mean()
-                losses.setdefault("loss_entropy", -self.hparams.ent_coef * losses["entropy"])
-                losses["explained_variance"] = explained_variance(batch["values"], batch["returns"])
-        return losses, (advantages * (-1.0 / len(advantages)), d_value, d_entropy)
+        return {
+            "loss_policy": -(dist.log_prob(batch["actions"]) * advantages).mean(),  # actor: −log π(a|s) · Â
+            "loss_value": self.value_loss(values, batch),                           # critic: vf_coef · (V − R)²
+            **self.entropy_bonus(dist),                                             # −ent_coef · H[π(·|s)]
+        }
 
     def configure_optimizers(self) -> Any:
         lr = self.scheduled(self.hparams.learning_rate)

@@ -14,9 +14,8 @@ An algorithm subclasses :class:`RLModule` and provides four things:
 from __future__ import annotations
 
 import math
-import os
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -27,9 +26,11 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from lightning_pg.data.base import EnvSettings
 from lightning_pg.envs import check_spaces, make_env
 from lightning_pg.errors import ConfigError, TrainingDiverged
-from lightning_pg.optim import adam, contiguous, relink_gradients
+from lightning_pg.optim import adam, contiguous
+from lightning_pg.optimizer_steps import OptimizerSteps
 from lightning_pg.schedules import ScheduleSpec, crossed, parse_schedule
 
 EVAL_SEED = 1_000_000  # evaluation episodes start from the same states every time: comparable across evals
@@ -110,7 +111,6 @@ class RLModule(pl.LightningModule):
             self.supported_action_spaces, env_id, self.needs_bounded_actions,
         )
 
-        self._direct_steps = False  # set in on_train_start, see gradient_step
         self.log_due = True  # set per batch in training: whether update() should compute its logged diagnostics
         self.num_timesteps = 0  # env steps taken so far, all envs and ranks (SB3's name); checkpointed
         self.stop_signal: int | None = None  # set by the checkpoint callback when Ctrl+C/SIGTERM stopped the fit
@@ -152,12 +152,13 @@ class RLModule(pl.LightningModule):
 
     # ---- Lightning hooks --------------------------------------------------------------------------------
     @property
-    def uses_images(self) -> bool:
-        return len(self.observation_space.shape) == 3
-
-    @property
     def budget_reached(self) -> bool:
         return self.num_timesteps >= self.hparams.total_timesteps
+
+    @property
+    def env_settings(self) -> EnvSettings:
+        """The training envs: ``(env_id, env_kwargs, num_envs)`` (per rank)."""
+        return EnvSettings(self.hparams.env_id, self.hparams.env_kwargs, self.hparams.num_envs)
 
     def train_dataloader(self) -> Iterator[dict[str, Any]]:
         # The iterable itself, not a DataLoader: it yields whole batches, and Lightning checkpoints its state.
@@ -165,7 +166,7 @@ class RLModule(pl.LightningModule):
 
     #: a ``training_step`` takes batches until it holds this many env steps, or until something needs
     #: Lightning's batch end: an evaluation (best.ckpt), a due ``last.ckpt``, the budget, a stop request.
-    #: A2C's 40-step rollouts would otherwise pay Lightning's loop (~0.15 ms, callbacks and fetcher included)
+    #: A2C's 40-step rollouts would otherwise pay Lightning's loop (callbacks and fetcher included)
     #: 2,500 times per 100k env steps, a tenth of the A2C update. So per-batch Trainer settings and callbacks
     #: (``max_steps``, ``limit_train_batches``, ``on_train_batch_end``) count groups; set this to 1 for one
     #: batch per step.
@@ -251,69 +252,13 @@ class RLModule(pl.LightningModule):
         fused step, too late for gradient clipping (Lightning refuses to clip there)."""
         return adam(params, lr, fused=not str(self.trainer.precision).startswith("16"), **kwargs)
 
-    def gradient_step(
-        self, loss: Tensor | Callable[[], None], optimizer: Any, max_grad_norm: float | None = None
-    ) -> Tensor | None:
-        """zero_grad, backward, optional norm clipping, step; returns the gradient's norm before clipping where
-        it computed one (clipping with direct steps, or a by-hand backward), else None.
-
-        ``loss`` is a scalar tensor, or (direct steps only) a function that writes the gradients into ``.grad``
-        itself: the on-policy update's backward by hand (OnPolicyModule.policy_step).
-
-        On one device in 32-bit or bf16 precision this calls backward and step directly: Lightning's
-        per-step hooks (on_before_backward, on_before_optimizer_step, ...) cost ~0.1 ms, a tenth of a PPO
-        CartPole update, and do nothing there that these calls don't. Elsewhere (DDP, fp16 with a gradient
-        scaler, ...) it goes through ``manual_backward`` and the LightningOptimizer.
-        """
-        params = optimizer.param_groups[0]["params"] if len(optimizer.param_groups) == 1 else [
-            p for group in optimizer.param_groups for p in group["params"]
-        ]
-        relink_gradients(params)
-        norm = None
-        if self._direct_steps:
-            raw = optimizer.optimizer
-            flat = params[0] if len(params) == 1 and hasattr(params[0], "grad_buffer") else None
-            if flat is not None:  # one in-place zero and a 3-op norm clip on the single flat gradient:
-                flat.grad_buffer.zero_()  # torch's zero_grad and clip_grad_norm_ wrappers took 64 and 158 us
-            else:  # per PPO update here, more than a third of the backward pass itself
-                raw.zero_grad(set_to_none=False)
-            loss() if callable(loss) else loss.backward()
-            if flat is not None and (max_grad_norm is not None or callable(loss)):  # (a by-hand step's norm is
-                grad = flat.grad_buffer  # its finiteness check: it computes loss values only when logged)
-                norm = torch.linalg.vector_norm(grad)
-                if max_grad_norm is None:
-                    pass
-                elif grad.device.type == "cpu":  # the factor as a Python number: two ops fewer, no device to wait for
-                    scale = max_grad_norm / (float(norm) + 1e-6)
-                    if not scale >= 1.0:  # (NaN too: it reaches the weights and the finiteness check sees it)
-                        grad.mul_(scale)
-                else:
-                    grad.mul_(torch.clamp(max_grad_norm / (norm + 1e-6), max=1.0))
-            elif max_grad_norm is not None:
-                norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
-            raw.step()
-            self._optimizer_steps.increment_ready()  # keep trainer.global_step = optimizer steps, as
-            self._optimizer_steps.increment_completed()  # LightningOptimizer.step would
-        else:
-            optimizer.zero_grad(set_to_none=False)
-            self.manual_backward(loss)
-            if max_grad_norm is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
-            optimizer.step()
-        # Mixed precision runs the whole training_step in one autocast region, whose cache keeps the low-precision
-        # copy of each weight until the region ends: without this, later forwards in this step use the old weights.
-        torch.clear_autocast_cache()
-        return norm
+    def gradient_step(self, loss: Tensor, optimizer: Any, max_grad_norm: float | None = None) -> Tensor | None:
+        """zero_grad, backward, optional norm clipping, step (see :mod:`lightning_pg.optimizer_steps`); returns
+        the gradient's norm before clipping where the step computed one, else None."""
+        return self._optimizer_steps.step(self, loss, optimizer, max_grad_norm)
 
     def on_train_start(self) -> None:
-        precision = str(self.trainer.precision)
-        # trainer.global_step counts the optimizer steps LightningOptimizer makes; direct steps count here
-        self._optimizer_steps = getattr(self.trainer.fit_loop.epoch_loop.manual_optimization, "optim_step_progress", None)
-        self._direct_steps = (
-            isinstance(self.trainer.strategy, SingleDeviceStrategy)
-            and precision.startswith(("32", "64", "bf16"))
-            and self._optimizer_steps is not None
-        )
+        self._optimizer_steps = OptimizerSteps(self)
         data_state, self._checkpoint_data_state = self._checkpoint_data_state, None
         if data_state and not self.trainer.fit_loop.restarting:
             # Lightning restores the iterable's state (RNGs, envs, replay buffer) only from a checkpoint saved
@@ -414,7 +359,8 @@ class RLModule(pl.LightningModule):
     def _write_metrics(self, metrics: dict[str, Tensor]) -> None:
         """Training metrics straight to the loggers, x axis = env steps, only every ``log_every`` env steps.
 
-        Not ``self.log``: that costs ~0.7 ms per call per step (GUIDE §3) and would re-send stale values.
+        Not ``self.log``: its per-call cost on every step (GUIDE §3) is that of a small update, and it would re-send
+        stale values.
         """
         steps, clock = self._log_clock
         now = time.perf_counter()
@@ -437,11 +383,6 @@ class RLModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self._log_clock = (self.num_timesteps, time.perf_counter())
         self._fit_clock = (self.num_timesteps, time.perf_counter())
-        if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and not self.uses_images:
-            # RL on small MLPs is a long chain of tiny ops: intra-op threads only add synchronization, and
-            # when another process keeps a core busy, two spinning threads per op made a 64x64 MLP step
-            # 80x slower (17 ms instead of 0.2 ms) here. Set OMP_NUM_THREADS to choose otherwise.
-            torch.set_num_threads(1)
         if self.trainer.world_size > 1:  # seed_everything gives every rank the same stream: decorrelate the
             # ranks' action noise and shuffles (each rank's envs already have their own seeds)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()) + 7919 * self.global_rank)

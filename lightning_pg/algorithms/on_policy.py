@@ -1,16 +1,28 @@
 """The on-policy family (REINFORCE, A2C, PPO): a stochastic policy π(a|s) with a value V(s), trained only
 on data played by the current policy, with the options Stable-Baselines3 users expect (orthogonal init,
-state-independent log-std, observation and reward normalization, linear schedules)."""
+state-independent log-std, observation and reward normalization, linear schedules).
+
+An algorithm writes its objective once, in ``loss(batch)``: a dict of ``loss_*`` terms (summed and
+differentiated by autograd) and detached statistics. Everything that makes it fast sits below that line and
+computes the same function: the stacked MLP body (one autograd node, ``networks.encoders``), numpy acting in
+CPU rollouts (``networks.numpy_actor``, only for the exact standard policy) and direct optimizer steps
+(``optimizer_steps``).
+"""
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_pg.algorithms.base import RLModule, check
+from lightning_pg.data.rollouts import TorchActor
 from lightning_pg.networks import ActorCritic, RunningMeanStd
 from lightning_pg.networks.encoders import ACTIVATIONS
+from lightning_pg.networks.numpy_actor import NumpyActor
 
 
 class OnPolicyModule(RLModule):
@@ -31,7 +43,6 @@ class OnPolicyModule(RLModule):
     """
 
     uses_value = True  # whether the algorithm learns V(s) (REINFORCE without a baseline does not)
-    backward_by_hand = True  # where possible (see policy_step); False forces autograd (tests compare the two)
 
     def __init__(
         self,
@@ -51,21 +62,18 @@ class OnPolicyModule(RLModule):
         check(vf_coef >= 0, "vf_coef", vf_coef, ">= 0")
         check(max_grad_norm is None or max_grad_norm > 0, "max_grad_norm", max_grad_norm, "> 0 or null")
         check(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(ACTIVATIONS)}")
-        self.policy = ActorCritic(
-            self.observation_space, self.action_space, self.network, activation, with_value=self.uses_value,
-            ortho_init=ortho_init, log_std_init=log_std_init, normalize_obs=normalize_obs,
-        )
+        self.policy = self.make_policy()
         self.ret_rms = RunningMeanStd(()) if normalize_reward else None
-        self._by_hand = False  # decided in on_train_start
-        self.acts_in_numpy = False  # likewise
+
+    def make_policy(self) -> ActorCritic:
+        """The policy and value network from the hyperparameters; override it to bring your own (any body whose
+        output indexes ``[0]`` for the policy's features and ``[1]`` for the value's, see ActorCritic)."""
+        return ActorCritic.build(
+            self.observation_space, self.action_space, self.network, self.hparams.activation, self.uses_value,
+            self.hparams.ortho_init, self.hparams.log_std_init, self.hparams.normalize_obs,
+        )
 
     # ---- acting -----------------------------------------------------------------------------------------
-    def observe(self, obs: Tensor) -> Tensor:
-        """New observations from training envs: update the running statistics, return them normalized."""
-        if self.policy.obs_rms is not None:
-            self.policy.obs_rms.update(obs)
-        return self.policy.normalize(obs)
-
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         dist = self.policy.dist(self.policy.normalize(obs))
         return dist.mode() if deterministic else dist.sample()
@@ -77,97 +85,57 @@ class OnPolicyModule(RLModule):
             action = torch.maximum(torch.minimum(action, self.action_high), self.action_low)
         return action
 
-    def bootstrap_value(self, x: Tensor) -> Tensor:
-        """V(x) of normalized observations, or zeros when the algorithm learns no value."""
-        if not self.uses_value:
-            return x.new_zeros(x.shape[0])
-        return self.policy.value(x)
+    def rollout_actor(self) -> NumpyActor | TorchActor:
+        """What a training rollout acts with (made per rollout): numpy views of the weights where the policy is
+        exactly the standard MLP one on the CPU (see NumpyActor), else the policy module itself."""
+        return NumpyActor(self.policy) if NumpyActor.mirrors(self.policy) else TorchActor(self.policy, self.device)
 
     # ---- training ---------------------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``loss_*`` terms (summed into the objective) and detached stats; see each algorithm."""
         raise NotImplementedError
 
+    def value_loss(self, values: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """vf_coef · mean((V(s) − R)²): the critic's regression onto the returns."""
+        return self.hparams.vf_coef * F.mse_loss(values, batch["returns"])
+
+    def entropy_bonus(self, dist: Any) -> dict[str, Tensor]:
+        """``loss_entropy`` = −ent_coef · mean(H[π(·|s)]), or nothing at ent_coef 0: an identically zero term whose
+        backward would still cost a pass through the entropy (the logged ``loss/entropy`` is then 0)."""
+        return {"loss_entropy": -self.hparams.ent_coef * dist.entropy().mean()} if self.hparams.ent_coef else {}
+
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One gradient step on the whole batch (REINFORCE, A2C; PPO makes several)."""
         optimizer = self.optimizers()
         self.set_learning_rate(optimizer)
-        return self.metric_names(self.policy_step(batch, optimizer))
+        return self.metric_names(self.with_diagnostics(self.policy_step(batch, optimizer), batch))
 
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        params = [p for optimizer in self.trainer.optimizers for group in optimizer.param_groups for p in group["params"]]
-        self._by_hand = (  # the by-hand backward writes into the .grad views of one flat parameter (see contiguous)
-            self.backward_by_hand and self._direct_steps and str(self.trainer.precision) in ("32", "32-true")
-            and self.policy.has_backward_by_hand and self._loss_terms_match_loss()
-            and len(params) == 1 and hasattr(params[0], "grad_views")
-        )
-        # rollouts act through numpy where the same conditions hold on the CPU (ActorCritic.numpy_actor)
-        self.acts_in_numpy = self._by_hand and self.policy.obs_rms is None and self.device.type == "cpu"
+    def with_diagnostics(self, metrics: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``metrics`` plus :meth:`diagnostics` of the updated policy, for the batches whose metrics are written."""
+        if self.log_due:
+            metrics.update(self.diagnostics(batch))
+            metrics.setdefault("loss_entropy", -self.hparams.ent_coef * metrics["entropy"])
+        return metrics
 
-    def _loss_terms_match_loss(self) -> bool:
-        """Whether ``loss_terms`` (with derivatives) describes ``loss``: a subclass that overrides ``loss`` alone
-        (a research variant of the objective) gets autograd, so its change is never silently bypassed."""
-        owner = next((cls for cls in type(self).__mro__ if "loss_terms" in vars(cls)), None)
-        return owner is not None and type(self).loss is owner.loss
+    @torch.no_grad()
+    def diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The policy's entropy on the batch and the critic's explained variance (its values at collection where
+        the batch has them, else now)."""
+        dist, values = self.policy(batch["obs"])
+        stats = {"entropy": dist.entropy().mean()}
+        if values is not None:
+            stats["explained_variance"] = explained_variance(batch.get("values", values), batch["returns"])
+        return stats
 
-    @property
-    def losses_due(self) -> bool:
-        """Whether ``loss_terms`` computes the losses' values. The autograd update needs them (they are its
-        objective); the by-hand one needs only their derivatives, so it computes them just for the batches
-        whose metrics are logged, and the finiteness check reads every step's gradient norm instead."""
-        return self.log_due or not self._by_hand
-
-    def policy_step(self, batch: dict[str, Tensor], optimizer: Any, **loss_kwargs: Any) -> dict[str, Tensor]:
-        """One gradient step on the algorithm's loss for ``batch``; returns the loss terms and ``grad_norm``
-        (the gradient's norm before clipping, where the step computes it).
-
-        Where the algorithm writes its loss's derivatives out (``loss_terms``) and the networks allow it (MLP
-        bodies with tanh or relu, one device, 32-bit), the forward and backward run by hand: the same
-        gradients as autograd's (tested) at ~60% of the time on CartPole's small MLPs. Otherwise autograd.
-        """
-        if not self._by_hand:
-            losses = self.loss(batch, **loss_kwargs)
-            norm = self.gradient_step(total_loss(losses), optimizer, self.hparams.max_grad_norm)
-        else:
-            dist, values, saved = self.policy.forward_saving(batch["obs"])
-            losses, (d_log_prob, d_value, d_entropy) = self.loss_terms(batch, dist, values, **loss_kwargs)
-
-            def write_gradients() -> None:
-                self.policy.backward_by_hand(dist, saved, batch["actions"], d_log_prob, d_value, d_entropy)
-
-            norm = self.gradient_step(write_gradients, optimizer, self.hparams.max_grad_norm)
+    def policy_step(self, batch: dict[str, Tensor], optimizer: Any) -> dict[str, Tensor]:
+        """One gradient step on the sum of ``loss(batch)``'s ``loss_*`` terms; returns the terms and stats, with
+        ``grad_norm`` (the gradient's norm before clipping) where the step computed it."""
+        losses = self.loss(batch)
+        objective = reduce(operator.add, [v for k, v in losses.items() if k.startswith("loss_")])
+        norm = self.gradient_step(objective, optimizer, self.hparams.max_grad_norm)
         if norm is not None:
             losses["grad_norm"] = norm
         return losses
-
-    def value_loss(
-        self, values: Tensor, batch: dict[str, Tensor], clip_vf: float | None = None
-    ) -> tuple[Tensor | None, Tensor]:
-        """vf_coef · mean((V − R)²) (None when not ``losses_due``) and its derivative dL/dV per sample. With
-        ``clip_vf``, V is first kept within clip_vf of the value at collection time (PPO's value clipping; no
-        gradient where it was clipped)."""
-        if clip_vf is not None:
-            change = values - batch["values"]
-            clipped = change.clamp(-clip_vf, clip_vf)
-            values = batch["values"] + clipped
-        error = values - batch["returns"]
-        loss = self.hparams.vf_coef * error.square().mean() if self.losses_due else None
-        with torch.no_grad():
-            d_value = error * (2.0 * self.hparams.vf_coef / len(error))
-            if clip_vf is not None:
-                d_value = d_value * (clipped == change)
-        return loss, d_value
-
-    def entropy_bonus(self, losses: dict[str, Tensor], dist: Any) -> float | None:
-        """Add ``loss_entropy`` = −ent_coef · mean(H) when ent_coef > 0 (at 0 it would only add graph nodes);
-        returns dL/dH per sample (None without the term)."""
-        if self.hparams.ent_coef <= 0:
-            return None
-        entropy = dist.entropy()
-        if self.losses_due:
-            losses["loss_entropy"] = -self.hparams.ent_coef * entropy.mean()
-        return -self.hparams.ent_coef / len(entropy)
 
     def normalize_advantages(self, adv: Tensor) -> Tensor:
         """(A − mean) / (std + 1e-8); finite for a minibatch of one; statistics over all ranks under DDP."""
@@ -177,15 +145,6 @@ class OnPolicyModule(RLModule):
         mean = stats[0] / stats[2]
         var = (stats[1] / stats[2] - mean.square()).clamp_min(0.0)
         return (adv - mean) / (var.sqrt() + 1e-8)
-
-
-def total_loss(losses: dict[str, Tensor]) -> Tensor:
-    """The sum of the ``loss_*`` terms that carry gradients (no leading ``0 +``: one graph node fewer)."""
-    terms = [v for k, v in losses.items() if k.startswith("loss_") and v.requires_grad]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
 
 
 def explained_variance(values: Tensor, returns: Tensor) -> Tensor:

@@ -41,8 +41,7 @@ class PPO(OnPolicyModule):
     policy is from the one that collected the data), ``ppo/entropy``, ``ppo/explained_variance`` (these
     only for the rollouts whose metrics are written, one every ``log_every`` env steps).
 
-    Differences from SB3: values are computed in one batched pass after the rollout rather than per step
-    (same numbers); a minibatch equal to the whole rollout skips the shuffle (same gradient); approx_kl and
+    Differences from SB3: a minibatch equal to the whole rollout skips the shuffle (same gradient); approx_kl and
     clip_fraction are measured once after the update instead of averaged over minibatches; with
     ``target_kl`` the KL check costs one extra forward per minibatch; a ``batch_size`` that does not
     divide the rollout is an error instead of a warning and a short last batch.
@@ -79,41 +78,32 @@ class PPO(OnPolicyModule):
         check(target_kl is None or target_kl > 0, "target_kl", target_kl, "> 0 or null")
 
     def make_data(self) -> RolloutIterable:
-        return RolloutIterable(self, self.hparams.n_steps)
+        hp = self.hparams
+        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor, self.ret_rms)
 
-    def loss(self, mb: dict[str, Tensor], clip: float, clip_vf: float | None) -> dict[str, Tensor]:
+    def loss(self, mb: dict[str, Tensor]) -> dict[str, Tensor]:
         """The clipped surrogate, value and entropy terms on a minibatch whose advantages are normalized."""
-        return self.loss_terms(mb, self.policy.dist(mb["obs"]), self.policy.value(mb["obs"]), clip, clip_vf)[0]
-
-    def loss_terms(
-        self, mb: dict[str, Tensor], dist: Any, values: Tensor, clip: float, clip_vf: float | None
-    ) -> tuple[dict[str, Tensor], tuple]:
-        """The loss terms from the policy's ``dist`` and ``values`` on ``mb["obs"]``, and their derivatives per
-        sample (dL/dlog π(a|s), dL/dV(s), dL/dH) for the by-hand backward (see OnPolicyModule.policy_step)."""
-        ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])  # r_t(θ) = π(a|s) / π_old(a|s)
-        # min(r·Â, clip(r, 1−ε, 1+ε)·Â) is r·Â with r capped at 1+ε where Â > 0 and floored at 1−ε where
-        # Â < 0: one clamp to per-sample bounds (set with the minibatch) instead of two products and a min;
-        # the same values and gradients, four graph nodes fewer per minibatch (~10% of a CartPole update)
-        advantages = mb["advantages"]
-        low, high = (mb["ratio_low"], mb["ratio_high"]) if "ratio_low" in mb else ratio_bounds(advantages, clip)
-        clipped = ratio.clamp(low, high)
-        with torch.no_grad():  # dL/dlog π = −r·Â/n where r is inside its bounds (dr/dlog π = r), 0 where clipped
-            d_log_prob = torch.where(clipped == ratio, ratio * advantages, 0.0) * (-1.0 / len(ratio))
-        loss_value, d_value = self.value_loss(values, mb, clip_vf)
-        losses = {}
-        if self.losses_due:  # (the by-hand update needs only the derivatives returned below)
-            losses = {"loss_policy": -(clipped * advantages).mean(), "loss_value": loss_value}
-        return losses, (d_log_prob, d_value, self.entropy_bonus(losses, dist))
+        dist, values = self.policy(mb["obs"])                                      # π(·|s), V(s)
+        ratio = torch.exp(dist.log_prob(mb["actions"]) - mb["log_probs"])         # r(θ) = π(a|s) / π_old(a|s)
+        adv, eps = mb["advantages"], self.scheduled(self.hparams.clip_range)       # Â, ε
+        if self.hparams.clip_range_vf is not None:  # keep V within ε_vf of the value at collection (SB3's option)
+            eps_vf = self.scheduled(self.hparams.clip_range_vf)
+            values = mb["values"] + (values - mb["values"]).clamp(-eps_vf, eps_vf)
+        return {
+            "loss_policy": -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv).mean(),  # −L^CLIP
+            "loss_value": self.value_loss(values, mb),                                           # vf_coef · (V − R)²
+            **self.entropy_bonus(dist),                                                          # −ent_coef · H
+        }
 
     @torch.no_grad()
-    def diagnostics(self, batch: dict[str, Tensor], clip: float) -> dict[str, Tensor]:
+    def diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """How far the update moved the policy, on the whole rollout (one forward, not one per minibatch)."""
-        dist = self.policy.dist(batch["obs"])
+        dist, _ = self.policy(batch["obs"])
         log_ratio = dist.log_prob(batch["actions"]) - batch["log_probs"]
         ratio = log_ratio.exp()
         return {
             "approx_kl": (ratio - 1 - log_ratio).mean(),  # Schulman's low-variance estimator of KL(old‖new)
-            "clip_fraction": ((ratio - 1).abs() > clip).float().mean(),
+            "clip_fraction": ((ratio - 1).abs() > self.scheduled(self.hparams.clip_range)).float().mean(),
             "entropy": dist.entropy().mean(),
             "explained_variance": explained_variance(batch["values"], batch["returns"]),
         }
@@ -121,49 +111,35 @@ class PPO(OnPolicyModule):
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         optimizer = self.optimizers()
         lr = self.set_learning_rate(optimizer)
-        clip = self.scheduled(self.hparams.clip_range)
-        clip_vf = None if self.hparams.clip_range_vf is None else self.scheduled(self.hparams.clip_range_vf)
         target_kl, history = self.hparams.target_kl, []
-        for mb in self.minibatches(batch, clip):
-            if target_kl is not None and self.diagnostics(mb, clip)["approx_kl"] > 1.5 * target_kl:
+        for mb in self.minibatches(batch):
+            if target_kl is not None and self.diagnostics(mb)["approx_kl"] > 1.5 * target_kl:
                 break  # early stop: the policy moved too far from the one that collected the data (as SB3)
-            history.append(self.policy_step(mb, optimizer, clip=clip, clip_vf=clip_vf))
+            history.append(self.policy_step(mb, optimizer))
         metrics = {k: torch.stack([h[k].detach() for h in history]).mean() for k in history[0]} if history else {}
-        if not self.log_due:
-            return self.metric_names(metrics)  # the gradient norms (or losses): enough for the finiteness check
-        metrics.update(self.diagnostics(batch, clip))
-        metrics.setdefault("loss_entropy", -self.hparams.ent_coef * metrics["entropy"])
-        named = self.metric_names(metrics)
-        named["ppo/learning_rate"], named["ppo/clip_range"] = torch.tensor(lr), torch.tensor(clip)
-        return named
+        if self.log_due:
+            metrics.update(learning_rate=torch.tensor(lr), clip_range=torch.tensor(self.scheduled(self.hparams.clip_range)))
+        return self.metric_names(self.with_diagnostics(metrics, batch))
 
-    def minibatches(self, batch: dict[str, Tensor], clip: float | None = None) -> Iterator[dict[str, Tensor]]:
-        """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch,
-        with the ratio's clipping bounds per sample for ``clip`` (default: the scheduled clip range) as
-        ``ratio_low`` and ``ratio_high`` (see :meth:`loss_terms`).
+    def minibatches(self, batch: dict[str, Tensor]) -> Iterator[dict[str, Tensor]]:
+        """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch.
 
         A minibatch that is the whole rollout (the CartPole zoo setting) needs no shuffle (same gradient),
-        no copies, and its advantages and bounds computed only once.
+        no copies, and its advantages normalized only once.
         """
         size, batch_size = len(batch["obs"]), self.hparams.batch_size
-        clip = self.scheduled(self.hparams.clip_range) if clip is None else clip
         keys = ("obs", "actions", "log_probs", "values", "advantages", "returns")
         whole = None
         for _ in range(self.hparams.n_epochs):
             if batch_size == size:
-                whole = whole or self._with_bounds({**batch, "advantages": self._advantages(batch["advantages"])}, clip)
+                whole = whole or {**batch, "advantages": self._advantages(batch["advantages"])}
                 yield whole
                 continue
             order = torch.randperm(size, device=self.device)
             for start in range(0, size, batch_size):
                 mb = {k: batch[k][order[start : start + batch_size]] for k in keys}
                 mb["advantages"] = self._advantages(mb["advantages"])
-                yield self._with_bounds(mb, clip)
-
-    @staticmethod
-    def _with_bounds(mb: dict[str, Tensor], clip: float) -> dict[str, Tensor]:
-        mb["ratio_low"], mb["ratio_high"] = ratio_bounds(mb["advantages"], clip)
-        return mb
+                yield mb
 
     def _advantages(self, advantages: Tensor) -> Tensor:
         return self.normalize_advantages(advantages) if self.hparams.normalize_advantage else advantages
@@ -172,9 +148,3 @@ class PPO(OnPolicyModule):
         # eps 1e-5: Stable-Baselines3's Adam setting for PPO
         return self.adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate), eps=1e-5)
 
-
-def ratio_bounds(advantages: Tensor, clip: float) -> tuple[Tensor, Tensor]:
-    """Per-sample bounds of r in PPO's clipped surrogate: where Â > 0, r may fall freely but rise only to 1+ε;
-    where Â <= 0, the reverse."""
-    positive = advantages > 0
-    return torch.where(positive, 0.0, 1.0 - clip), torch.where(positive, 1.0 + clip, torch.inf)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_pg.algorithms.base import check
-from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
+from lightning_pg.algorithms.on_policy import OnPolicyModule
 from lightning_pg.data import EpisodeIterable
 
 
@@ -62,26 +61,19 @@ class REINFORCE(OnPolicyModule):
         return self.hparams.baseline == "value"
 
     def make_data(self) -> EpisodeIterable:
-        return EpisodeIterable(self)
+        return EpisodeIterable(self, self.env_settings, self.hparams.gamma, self.rollout_actor, self.ret_rms)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         obs, actions, returns = batch["obs"], batch["actions"], batch["returns"]
-        dist = self.policy.dist(obs)
-        log_prob, entropy = dist.log_prob(actions), dist.entropy()
-        out: dict[str, Tensor] = {}
-        baseline = 0.0
-        if self.uses_value:
-            value = self.policy.value(obs)
-            out["loss_value"] = self.hparams.vf_coef * F.mse_loss(value, returns)
-            out["explained_variance"] = explained_variance(value.detach(), returns)
-            baseline = value.detach()
-        weight = returns - baseline
+        dist, value = self.policy(obs)                       # π(·|s), and V(s) when there is a baseline
+        baseline = 0.0 if value is None else value.detach()  # b(s): the gradient stays unbiased
+        weight = returns - baseline                           # G_t − b(s_t)
         if self.hparams.normalize_returns and weight.numel() > 1:
             weight = (weight - weight.mean()) / (weight.std() + 1e-8)
-        out["loss_policy"] = -(log_prob * weight).mean()  # the policy gradient theorem, as on the slide
-        out["loss_entropy"] = -self.hparams.ent_coef * entropy.mean()
-        out["entropy"] = entropy.detach().mean()
-        return out
+        losses = {"loss_policy": -(dist.log_prob(actions) * weight).mean()}  # the policy gradient theorem
+        if value is not None:  # the baseline's own regression onto G
+            losses["loss_value"] = self.value_loss(value, batch)
+        return {**losses, **self.entropy_bonus(dist)}
 
     def configure_optimizers(self) -> Any:
         return self.adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate))

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import pickle
 import random
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
-from gymnasium.wrappers.vector import RecordEpisodeStatistics
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from lightning_pg.envs import env_seed, make_vec_env
 from lightning_pg.errors import EnvError
+from lightning_pg.networks import RunningMeanStd
 
 if TYPE_CHECKING:
     from lightning_pg.algorithms.base import RLModule
@@ -39,19 +39,51 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-class EnvIterable(IterableDataset):
-    """Plays ``module``'s current policy in its vector env; subclasses define ``collect()`` (one batch).
+class EnvSettings(NamedTuple):
+    """Which environment a run plays: a gymnasium id (or entry point), ``gymnasium.make`` kwargs, copies."""
 
-    Iterates until the module's env-step budget is reached. The envs are built on first use, seeded from
-    torch's global RNG (fixed by ``seed_everything``) with a per-rank offset.
+    env_id: str
+    env_kwargs: dict[str, Any] | None
+    num_envs: int
+
+
+class RewardScaler:
+    """VecNormalize's reward scaling: each reward divided by the running std of the discounted return.
+
+    ``rms`` holds the statistics (a module buffer, checkpointed with the weights); the running discounted
+    return of each env is state of the data (saved with the iterable).
     """
 
-    def __init__(self, module: "RLModule"):
-        self.module = module
+    def __init__(self, rms: RunningMeanStd, gamma: float):
+        self.rms, self.gamma = rms, gamma
+        self.discounted_return: Tensor | None = None
+
+    def __call__(self, rewards: Tensor, dones: Any, valid: Tensor | None = None) -> Tensor:
+        """``rewards``, ``dones`` and ``valid`` are ``[T, num_envs]``; only valid entries update the statistics."""
+        if self.discounted_return is None:
+            self.discounted_return = torch.zeros(rewards.shape[1], dtype=torch.float64, device=rewards.device)
+        scaled = torch.empty_like(rewards)
+        for t in range(len(rewards)):
+            self.discounted_return = self.discounted_return * self.gamma + rewards[t]
+            self.rms.update(self.discounted_return if valid is None else self.discounted_return[valid[t]])
+            scaled[t] = self.rms.scale(rewards[t])
+            self.discounted_return[torch.as_tensor(dones[t], device=rewards.device)] = 0.0
+        return scaled
+
+
+class EnvIterable(IterableDataset):
+    """Plays a module's current policy in a vector env; subclasses define ``collect()`` (one batch).
+
+    ``module`` is the run: its env-step count and budget (the iteration ends there), rank, device and the
+    conversion of actions for the env (``env_actions``). Every setting comes in as an argument. The envs are
+    built on first use, seeded from torch's global RNG (fixed by ``seed_everything``) with a per-rank offset.
+    """
+
+    def __init__(self, module: "RLModule", envs: EnvSettings, reward_scaler: RewardScaler | None = None):
+        self.module, self.settings, self.reward_scaler = module, envs, reward_scaler
         self._warned_unpicklable = False
         self.envs = None
         self.obs: np.ndarray | None = None  # latest observation of every env, [num_envs, *obs_shape]
-        self.discounted_return: Tensor | None = None  # per env, for reward normalization
         # the running episode of every env: return and length so far (see step)
         self.episode_return: np.ndarray | None = None
         self.episode_length: np.ndarray | None = None
@@ -65,11 +97,11 @@ class EnvIterable(IterableDataset):
             yield self.collect()
 
     def reset(self) -> np.ndarray:
-        hp = self.module.hparams
+        env_id, env_kwargs, num_envs = self.settings
         seed = None
         if self.envs is None:
-            self.envs = make_vec_env(hp.env_id, hp.env_kwargs, hp.num_envs, episode_statistics=False)  # see step
-            seed = env_seed(self.module.global_rank, hp.num_envs)
+            self.envs = make_vec_env(env_id, env_kwargs, num_envs, episode_statistics=False)  # see step
+            seed = env_seed(self.module.global_rank, num_envs)
             self.envs.action_space.seed(seed)
         try:
             self.obs, _ = self.envs.reset(seed=seed)
@@ -95,9 +127,9 @@ class EnvIterable(IterableDataset):
         if "_final_obs" in info:  # the last observation of an episode that ended (it may be bootstrapped from)
             self._check_finite(self.final_obs(info, np.flatnonzero(info["_final_obs"])), "a final observation")
         self.obs = obs
-        # Episode returns and lengths are counted here: gymnasium's RecordEpisodeStatistics wrapper did the same
-        # at 17 us per vector step, a fifth of stepping 8 CartPoles. SAME_STEP autoreset: an env that ended has
-        # already started its next episode, so its counters restart now.
+        # Episode returns and lengths are counted here rather than by gymnasium's RecordEpisodeStatistics
+        # wrapper, which costs several times as much per vector step. SAME_STEP autoreset: an env that ended
+        # has already started its next episode, so its counters restart now.
         self.episode_return += reward
         self.episode_length += 1
         ended = terminated | truncated
@@ -121,35 +153,17 @@ class EnvIterable(IterableDataset):
         # a sum is NaN or inf when any term is: one reduction instead of an elementwise pass and an all()
         if array.dtype.kind == "f" and not np.isfinite(array.sum()):
             raise EnvError(
-                f"The environment '{self.module.hparams.env_id}' returned {what} that is NaN or infinite after "
+                f"The environment '{self.settings.env_id}' returned {what} that is NaN or infinite after "
                 f"{self.module.num_timesteps} env steps. Fix: find the cause in the env (or clip/guard it in a "
                 "wrapper); training stopped before the bad value reached the networks."
             )
 
     def _env_failure(self, where: str, exc: Exception) -> EnvError:
         return EnvError(
-            f"The environment '{self.module.hparams.env_id}' raised {type(exc).__name__} in {where}(): {exc}. "
+            f"The environment '{self.settings.env_id}' raised {type(exc).__name__} in {where}(): {exc}. "
             f"Fix: the bug is in the environment (run it alone with gymnasium to reproduce); training stopped "
             f"at {self.module.num_timesteps} env steps and the last checkpoint is intact."
         )
-
-    def scale_rewards(self, rewards: Tensor, dones: Any, valid: Tensor | None = None) -> Tensor:
-        """VecNormalize's reward scaling: each reward divided by the running std of the discounted return.
-
-        ``rewards``, ``dones`` and ``valid`` are ``[T, num_envs]``; only valid entries update the statistics.
-        """
-        ret_rms = getattr(self.module, "ret_rms", None)
-        if ret_rms is None:
-            return rewards
-        if self.discounted_return is None:
-            self.discounted_return = torch.zeros(rewards.shape[1], dtype=torch.float64, device=rewards.device)
-        scaled = torch.empty_like(rewards)
-        for t in range(len(rewards)):
-            self.discounted_return = self.discounted_return * self.module.hparams.gamma + rewards[t]
-            ret_rms.update(self.discounted_return if valid is None else self.discounted_return[valid[t]])
-            scaled[t] = ret_rms.scale(rewards[t])
-            self.discounted_return[torch.as_tensor(dones[t], device=rewards.device)] = 0.0
-        return scaled
 
     # ---- resuming ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -159,7 +173,7 @@ class EnvIterable(IterableDataset):
         length of each episode in progress and the reward normalizer's running returns. Tensors and bytes
         only, so the checkpoint loads with ``torch.load(weights_only=True)``."""
         state: dict[str, Any] = {"rng": rng_state(), "envs": None, "obs": None, "discounted_return": None,
-                                 "episode_return": None, "episode_length": None, "env_config": self._env_config()}
+                                 "episode_return": None, "episode_length": None, "env_config": repr(self.settings)}
         if self.envs is not None:
             try:
                 state["envs"] = pickle.dumps(self.envs)
@@ -167,7 +181,7 @@ class EnvIterable(IterableDataset):
                 if not self._warned_unpicklable:
                     self._warned_unpicklable = True
                     rank_zero_warn(
-                        f"The environment '{self.module.hparams.env_id}' cannot be pickled ({type(exc).__name__}), "
+                        f"The environment '{self.settings.env_id}' cannot be pickled ({type(exc).__name__}), "
                         "so checkpoints do not hold its state: a resumed run resets the envs with seeds drawn from "
                         "the saved RNG (deterministic, but the episodes open at the checkpoint are dropped)."
                     )
@@ -175,8 +189,8 @@ class EnvIterable(IterableDataset):
             state["obs"] = torch.from_numpy(np.array(self.obs))
             state["episode_return"] = torch.from_numpy(self.episode_return.copy())
             state["episode_length"] = torch.from_numpy(self.episode_length.copy())
-        if self.discounted_return is not None:
-            state["discounted_return"] = self.discounted_return.cpu()
+        if self.reward_scaler is not None and self.reward_scaler.discounted_return is not None:
+            state["discounted_return"] = self.reward_scaler.discounted_return.cpu()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -187,7 +201,7 @@ class EnvIterable(IterableDataset):
                            "(exact resume is single-process).")
             return
         set_rng_state(state["rng"])
-        if state.get("env_config") != self._env_config():
+        if state.get("env_config") != repr(self.settings):
             rank_zero_warn("The env settings differ from the checkpoint's (env_id, env_kwargs or num_envs): "
                            "building fresh envs instead of restoring the saved ones.")
         elif state.get("envs") is not None:
@@ -195,27 +209,25 @@ class EnvIterable(IterableDataset):
             self.envs = pickle.loads(state["envs"])
             self.obs = None if state["obs"] is None else state["obs"].numpy()
             if self.obs is not None:  # the open episodes go on: so do their counters
-                self.episode_return, self.episode_length = self._saved_episode_counters(state)
-        if state.get("discounted_return") is not None:
-            self.discounted_return = state["discounted_return"].to(self.module.device)
-
-    def _saved_episode_counters(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(self.envs, RecordEpisodeStatistics):  # saved before training envs counted their own
-            self.envs, wrapper = self.envs.env, self.envs  # episodes: the wrapper's counters, then unwrapped
-            return wrapper.episode_returns.astype(np.float64), wrapper.episode_lengths.astype(np.int64)
-        if state.get("episode_return") is None:
-            return np.zeros(len(self.obs)), np.zeros(len(self.obs), np.int64)
-        return state["episode_return"].numpy().copy(), state["episode_length"].numpy().copy()
-
-    def _env_config(self) -> str:
-        hp = self.module.hparams
-        return repr((hp.env_id, hp.env_kwargs, hp.num_envs))
+                self.episode_return = state["episode_return"].numpy().copy()
+                self.episode_length = state["episode_length"].numpy().copy()
+        if self.reward_scaler is not None and state.get("discounted_return") is not None:
+            self.reward_scaler.discounted_return = state["discounted_return"].to(self.module.device)
 
     def close(self) -> None:
         if self.envs is not None:
             self.envs.close()
             self.envs = None
 
-    @staticmethod
-    def as_tensor(array: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array))
+
+# Acting returns tensors (through the policy module) or numpy arrays (NumpyActor): batches are built from either.
+def stack(items: list) -> Tensor | np.ndarray:
+    return torch.stack(items) if isinstance(items[0], Tensor) else np.stack(items)
+
+
+def cat(items: list) -> Tensor | np.ndarray:
+    return torch.cat(items) if isinstance(items[0], Tensor) else np.concatenate(items)
+
+
+def as_tensor(array: Tensor | np.ndarray) -> Tensor:
+    return array if isinstance(array, Tensor) else torch.from_numpy(np.ascontiguousarray(array))

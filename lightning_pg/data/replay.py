@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
+from gymnasium import spaces
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from pytorch_lightning.utilities import rank_zero_info
-
-from lightning_pg.data.base import EnvIterable
+from lightning_pg.data.base import EnvIterable, EnvSettings, as_tensor
 
 if TYPE_CHECKING:
     from lightning_pg.algorithms.off_policy import OffPolicyModule
@@ -78,38 +78,46 @@ class ReplayIterable(EnvIterable):
 
     The first ``learning_starts`` env steps (counted by ``module.num_timesteps``, so a resumed run does not
     redo them) use uniform random actions from torch's seeded RNG, in batches of up to ``WARMUP_CHUNK`` env
-    steps without updates. After that the module's ``explore(obs)`` acts. Updates start once the buffer holds
-    ``min(learning_starts, batch_size)`` transitions, which only matters after resuming without a saved buffer.
+    steps without updates. After that ``explore(obs)`` acts (actions in [-1, 1], ``act_dim`` wide), and
+    ``episodes_ended(envs)`` hears of every episode end (exploration noise resets). Updates start once the
+    buffer holds ``min(learning_starts, batch_size)`` transitions, which only matters after resuming without
+    a saved buffer. ``save_buffer``: keep the buffer in the iterable's checkpoint state.
 
     Batch: ``obs [G, B, *obs_shape]``, ``actions [G, B, d]``, ``rewards``, ``terminated``, ``truncated``
     ``[G, B]``, ``next_obs [G, B, *obs_shape]`` (G = ``gradient_steps``, B = ``batch_size``; absent while there
     is nothing to learn from), plus ``env_steps`` and the finished episodes' returns and lengths.
     """
 
-    def __init__(self, module: "OffPolicyModule"):
-        super().__init__(module)
-        hp = module.hparams
-        space = module.observation_space
-        obs_dtype = torch.from_numpy(np.zeros(0, space.dtype)).dtype
-        self.buffer = ReplayBuffer(hp.buffer_size, space.shape, obs_dtype, module.act_dim)
-        self.min_size = max(1, min(hp.learning_starts, hp.batch_size))
+    def __init__(
+        self, module: "OffPolicyModule", envs: EnvSettings, observation_space: spaces.Box, act_dim: int, *,
+        buffer_size: int, learning_starts: int, batch_size: int, train_freq: int, gradient_steps: int,
+        save_buffer: bool, explore: Callable[[Tensor], Tensor], episodes_ended: Callable[[np.ndarray], None],
+    ):
+        super().__init__(module, envs)
+        obs_dtype = torch.from_numpy(np.zeros(0, observation_space.dtype)).dtype
+        self.buffer = ReplayBuffer(buffer_size, observation_space.shape, obs_dtype, act_dim)
+        self.act_dim, self.learning_starts, self.batch_size = act_dim, learning_starts, batch_size
+        self.train_freq, self.gradient_steps, self.save_buffer = train_freq, gradient_steps, save_buffer
+        self.explore, self.episodes_ended = explore, episodes_ended
+        self.min_size = max(1, min(learning_starts, batch_size))
 
     def collect(self) -> dict[str, Any]:
-        module, hp = self.module, self.module.hparams
+        module = self.module
         if self.obs is None:
             self.reset()
-        warmup = module.num_timesteps < hp.learning_starts
-        num_envs = hp.num_envs
-        steps = math.ceil(min(hp.learning_starts - module.num_timesteps, WARMUP_CHUNK) / num_envs) if warmup else hp.train_freq
+        warmup = module.num_timesteps < self.learning_starts
+        num_envs = self.settings.num_envs
+        steps = math.ceil(min(self.learning_starts - module.num_timesteps, WARMUP_CHUNK) / num_envs) if warmup \
+            else self.train_freq
         returns: list[np.ndarray] = []
         lengths: list[np.ndarray] = []
         for _ in range(steps):
-            obs = self.as_tensor(self.obs)
+            obs = as_tensor(self.obs)
             if warmup:
-                actions = torch.rand(num_envs, module.act_dim) * 2.0 - 1.0
+                actions = torch.rand(num_envs, self.act_dim) * 2.0 - 1.0
             else:
                 with torch.no_grad():
-                    actions = module.explore(obs.to(module.device)).cpu()
+                    actions = self.explore(obs.to(module.device)).cpu()
             next_obs, rewards, terminated, truncated, info = self.step(actions)
             ended = np.flatnonzero(terminated | truncated)
             if len(ended):  # the true last observations replace the reset ones (SAME_STEP autoreset)
@@ -118,14 +126,14 @@ class ReplayIterable(EnvIterable):
                 episode_returns, episode_lengths = self.episode_stats(ended)
                 returns.append(episode_returns)
                 lengths.append(episode_lengths)
-                module.episodes_ended(ended)
+                self.episodes_ended(ended)
             self.buffer.add(obs=obs, actions=actions, rewards=rewards, next_obs=next_obs, terminated=terminated,
                             truncated=truncated)
         batch: dict[str, Any] = {"env_steps": steps * num_envs}
         if returns:
             batch["episode_returns"], batch["episode_lengths"] = np.concatenate(returns), np.concatenate(lengths)
         if not warmup and self.buffer.size >= self.min_size:
-            shape = (hp.gradient_steps, hp.batch_size)
+            shape = (self.gradient_steps, self.batch_size)
             sample = self.buffer.sample(shape[0] * shape[1])
             batch.update({key: value.view(*shape, *value.shape[1:]) for key, value in sample.items()})
         return batch
@@ -134,7 +142,7 @@ class ReplayIterable(EnvIterable):
         """The shared iterable state (RNGs, envs, observations) and, unless ``save_replay_buffer`` is off, the
         buffer's filled rows and position."""
         state = super().state_dict()
-        if self.module.hparams.save_replay_buffer:
+        if self.save_buffer:
             state["replay_buffer"] = self.buffer.state_dict()
         return state
 

@@ -1,10 +1,14 @@
-"""Observation encoders: MLP for vector observations, Nature-DQN CNN for images.
+"""Observation encoders and MLP bodies.
 
-``make_encoder(observation_space, hidden_sizes, activation)`` returns ``(module, out_features)``; the module
-maps observations ``[B, *obs_shape]`` to features ``[B, out_features]``.
+- :class:`MLP`: linear + activation per hidden size, ``[B, *shape] -> [B, sizes[-1]]``.
+- :class:`StackedMLP`: ``n`` MLPs of the same sizes over the same input, held as one network (layer ``k``
+  keeps its weights as ``[n, in, out]`` and runs one ``torch.baddbmm`` for all members):
+  ``[B, in] -> [n, B, sizes[-1]]``. The policy and value bodies of an actor-critic, and twin Q critics.
+- :class:`NatureCNN` and :func:`make_encoder`: images get the Nature-DQN CNN (then an MLP).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -14,65 +18,119 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
-#: activations with hand-written paths: name -> (the activation in numpy, for NumpyActor; its backward from
-#: the OUTPUT y, dL/dx given dL/dy, for MLP.backward_by_hand). The backwards are autograd's own fused kernels:
-#: g·(1 − y²) as three ops took 9.5 us here, tanh_backward 3.6 us.
-BY_HAND_ACTIVATIONS = {
-    "tanh": (np.tanh, torch.ops.aten.tanh_backward),
-    "relu": (lambda x: np.maximum(x, 0.0), lambda grad, y: torch.ops.aten.threshold_backward(grad, y, 0)),
-}
-
-
-def linear_backward(layer: nn.Linear, inputs: Tensor, grad_out: Tensor, input_grad: bool = True) -> Tensor | None:
-    """Backward of ``y = x Wᵀ + b`` by hand: writes dL/dW = gᵀx and dL/db = Σ g into the layer's ``.grad``
-    (which must exist) and returns dL/dx = g W (None when ``input_grad`` is False)."""
-    torch.mm(grad_out.t(), inputs, out=layer.weight.grad)
-    torch.sum(grad_out, 0, out=layer.bias.grad)
-    return grad_out.mm(layer.weight) if input_grad else None
 
 
 class MLP(nn.Module):
-    """Linear + activation per hidden size (``[]``: the identity). Input ``[B, *shape]``, output ``[B, sizes[-1]]``.
+    """Linear + activation per hidden size (``[]``: the identity). Input ``[B, *shape]``, output ``[B, sizes[-1]]``."""
 
-    The forward loops over the layers itself instead of chaining modules: one rollout step calls it on a
-    handful of observations, where nn.Sequential's per-module call overhead doubled the time (23 vs 12 us).
-    """
-
-    def __init__(self, in_features: int, hidden_sizes: Sequence[int], activation: str = "tanh"):
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int], activation: str):
         super().__init__()
         sizes = [in_features, *hidden_sizes]
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         self.activation = ACTIVATIONS[activation]
-        self.activation_name = activation
         self.out_features = sizes[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         x = _flat_float(x)
-        for layer in self.layers:
-            x = self.activation(F.linear(x, layer.weight, layer.bias))
+        for layer in self.layers:  # F.linear in a loop, not nn.Sequential: acting on a few observations is
+            x = self.activation(F.linear(x, layer.weight, layer.bias))  # mostly per-call overhead
         return x
 
-    # ---- the same pass with its backward written out (on-policy fast path, see ActorCritic.backward_by_hand)
-    @property
-    def has_backward_by_hand(self) -> bool:
-        return self.activation_name in BY_HAND_ACTIVATIONS
 
-    # (both run inside ActorCritic's forward_saving / backward_by_hand, under their no_grad)
-    def forward_saving(self, x: Tensor) -> list[Tensor]:
-        """``forward`` keeping every layer's input and the output: ``[x, h_1, ..., h_k]`` (``h_k`` is the output)."""
-        saved = [_flat_float(x)]
-        for layer in self.layers:
-            saved.append(self.activation(F.linear(saved[-1], layer.weight, layer.bias)))
-        return saved
+class StackedMLP(nn.Module):
+    """``members`` independent MLPs of the same sizes over the same input, as one network.
 
-    def backward_by_hand(self, saved: list[Tensor], grad_out: Tensor) -> None:
-        """Given dL/d(output) for the activations ``saved`` by :meth:`forward_saving`, write dL/dW and dL/db of
-        every layer into its ``.grad`` (the input's gradient is not needed: observations are data)."""
-        _, activation_backward = BY_HAND_ACTIVATIONS[self.activation_name]
-        grad = grad_out
-        for i in reversed(range(len(self.layers))):
-            grad = activation_backward(grad, saved[i + 1])  # dL/d(pre-activation)
-            grad = linear_backward(self.layers[i], saved[i], grad, input_grad=i > 0)
+    The maths is that of ``members`` separate ``nn.Linear`` MLPs (same default initialization, independent
+    parameters); the op count is that of one. Shapes: ``forward(x [B, *shape]) -> [members, B, sizes[-1]]``
+    (``[]`` hidden sizes: the input, repeated per member).
+
+    tanh bodies on the CPU with enough rows run as one autograd node (:class:`_TanhMLPFunction`, checked with
+    ``gradcheck``) whose forward uses numpy's tanh; anything computed from the output (heads, any loss) is
+    differentiated by autograd as usual. Elsewhere the same layers run as ordinary autograd ops.
+    ``StackedMLP.fused = False`` forces those everywhere.
+    """
+
+    fused = True  # use _TanhMLPFunction where it applies (tests and benchmarks switch it off)
+    #: the smallest layer output (members x rows x width) for which that node pays: below it the Python node's
+    #: own cost exceeds what numpy's tanh saves (benchmarks/update_step.py: PPO's 256-row minibatches gain, A2C's
+    #: 40-row batches do not)
+    FUSED_MIN_ELEMENTS = 16_384
+
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int], activation: str, members: int):
+        super().__init__()
+        sizes = [in_features, *hidden_sizes]
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default init, member by member
+            self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(members, 1, fan_out).uniform_(-bound, bound)))
+        self.activation_name = activation
+        self.activation = ACTIVATIONS[activation]
+        self.members, self.out_features = members, sizes[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _flat_float(x)
+        if not self.weights:
+            return x.expand(self.members, *x.shape)
+        if self._fuses(x):
+            return _TanhMLPFunction.apply(x, *self.weights, *self.biases)
+        h = x.expand(self.members, *x.shape)  # [n, B, in]: every member sees the same input
+        for weight, bias in zip(self.weights, self.biases):
+            h = self.activation(torch.baddbmm(bias, h, weight))  # [n, B, out] = b + h @ w, all members at once
+        return h
+
+    def _fuses(self, x: Tensor) -> bool:
+        if not self.fused or self.activation_name != "tanh" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False  # (exported and compiled graphs get the plain ops: numpy is not part of a graph)
+        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and self.weights[0].dtype == x.dtype
+                and self.members * x.shape[0] * self.weights[0].shape[-1] >= self.FUSED_MIN_ELEMENTS
+                and not torch.is_autocast_enabled("cpu"))
+
+    @torch.no_grad()
+    def orthogonal_(self, gain: float) -> None:
+        """Orthogonal weights (each member's [out, in] matrix, as for ``nn.Linear``) and zero biases."""
+        for weight, bias in zip(self.weights, self.biases):
+            for member in weight:
+                member.copy_(nn.init.orthogonal_(torch.empty(member.T.shape), gain).T)
+            bias.zero_()
+
+
+class _TanhMLPFunction(torch.autograd.Function):
+    """A tanh :class:`StackedMLP`'s layers on the CPU as one autograd node: ``h_k = tanh(b_k + h_{k-1} w_k)``.
+
+    Why: torch's CPU tanh kernel is several times slower than numpy's on the same float32 array, and a node
+    per layer op costs autograd's bookkeeping. The forward keeps each layer's output; the backward walks them
+    back: dL/d(pre-act) = g (1 − h_k²), dL/dw_k = h_{k-1}ᵀ g, dL/db_k = Σ_B g, dL/dh_{k-1} = g w_kᵀ.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *params: Tensor) -> Tensor:
+        weights, biases = params[: len(params) // 2], params[len(params) // 2 :]
+        h = x.expand(len(weights[0]), *x.shape)
+        outputs = [h]
+        for weight, bias in zip(weights, biases):
+            h = torch.baddbmm(bias, h, weight)
+            np.tanh(h.numpy(), out=h.numpy())  # in place, on the fresh tensor
+            outputs.append(h)
+        ctx.save_for_backward(*outputs, *weights)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:
+        saved = ctx.saved_tensors
+        layers = len(saved) // 2
+        outputs, weights = saved[: layers + 1], saved[layers + 1 :]
+        needs = ctx.needs_input_grad  # (x, *weights, *biases)
+        grad_weights, grad_biases = [None] * layers, [None] * layers
+        for k in reversed(range(layers)):
+            grad = torch.ops.aten.tanh_backward(grad, outputs[k + 1])  # dL/d(pre-activation), [n, B, out]
+            if needs[1 + k]:
+                grad_weights[k] = torch.bmm(outputs[k].transpose(1, 2), grad)
+            if needs[1 + layers + k]:
+                grad_biases[k] = grad.sum(1, keepdim=True)
+            if k or needs[0]:
+                grad = torch.bmm(grad, weights[k].transpose(1, 2))
+        return (grad.sum(0) if needs[0] else None, *grad_weights, *grad_biases)  # every member read the same x
 
 
 def _flat_float(x: Tensor) -> Tensor:
@@ -106,7 +164,7 @@ class NatureCNN(nn.Module):
         return self.fc(self.conv(obs.permute(0, 3, 1, 2).float() / 255.0))
 
 
-def make_encoder(observation_space: spaces.Box, hidden_sizes: Sequence[int], activation: str = "tanh") -> nn.Module:
+def make_encoder(observation_space: spaces.Box, hidden_sizes: Sequence[int], activation: str) -> nn.Module:
     """An encoder with an ``out_features`` attribute: CNN (+ MLP) for uint8 images, MLP otherwise."""
     if is_image_space(observation_space):
         cnn = NatureCNN(observation_space)

@@ -1,0 +1,78 @@
+"""Acting in training rollouts through numpy, for the standard MLP :class:`ActorCritic` on the CPU.
+
+A rollout step acts on a handful of observations (8 CartPoles): a dozen tiny ops, where torch's per-op
+dispatch is most of the cost and numpy's is a fraction of it (benchmarks/update_step.py measures both). Used
+only where :meth:`NumpyActor.mirrors` finds the policy to be exactly the standard one (exact types, no
+observation normalization, float32 on the CPU), so a policy that changes anything is acted with by its own
+module. The arrays are views of the parameters (the optimizer's in-place updates show through; built per
+rollout, so replaced parameters are picked up), and the noise is drawn from torch's RNG exactly as
+:class:`Categorical` and :class:`DiagGaussian` draw it, so seeding and exact resume work as on the torch
+path. Actions, log-probs and values agree with the module's to float rounding (tests).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lightning_pg.networks.actor_critic import LOG_SQRT_2PI, ActorCritic, CategoricalHead, GaussianHead, Linear
+from lightning_pg.networks.encoders import StackedMLP
+
+_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
+
+
+class NumpyActor:
+    enabled = True  # benchmarks switch it off to measure what it buys
+
+    @classmethod
+    def mirrors(cls, policy: ActorCritic) -> bool:
+        """Whether this class computes exactly what ``policy`` computes (else act through the module)."""
+        head, body = policy.pi_head, policy.body
+        return (
+            cls.enabled and type(policy) is ActorCritic and type(body) is StackedMLP
+            and body.activation_name in _ACTIVATIONS and policy.obs_rms is None
+            and (type(head) is CategoricalHead or (type(head) is GaussianHead and type(head.mean) is Linear))
+            and (policy.v_head is None or type(policy.v_head) is Linear)
+            # the module's parameters move and cast together (Lightning's precision and device): one stands for all
+            and _weight(head).device.type == "cpu" and _weight(head).dtype == torch.float32
+        )
+
+    def __init__(self, policy: ActorCritic):
+        view = lambda t: t.detach().numpy()  # noqa: E731 - shares memory with the parameter
+        self.activation = _ACTIVATIONS[policy.body.activation_name]
+        self.layers = [(view(w), view(b)) for w, b in zip(policy.body.weights, policy.body.biases)]
+        head = policy.pi_head
+        out = head.mean if isinstance(head, GaussianHead) else head
+        self.pi_out = (view(out.weight), view(out.bias))
+        self.log_std = view(head.log_std) if isinstance(head, GaussianHead) else None
+        self.v_out = None if policy.v_head is None else (view(policy.v_head.weight), view(policy.v_head.bias))
+        self.members = policy.body.members
+
+    def _features(self, obs: np.ndarray) -> np.ndarray:
+        h = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+        if not self.layers:
+            return np.broadcast_to(h, (self.members, *h.shape))
+        for weight, bias in self.layers:  # [B, in] or [n, B, in] @ [n, in, out] -> [n, B, out]
+            h = self.activation(np.matmul(h, weight) + bias)
+        return h
+
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(x, actions, log_probs, values)`` for raw observations ``[B, ...]``, as the rollout stores them."""
+        features = self._features(obs)
+        values = None if self.v_out is None else features[1] @ self.v_out[0] + self.v_out[1]
+        out = features[0] @ self.pi_out[0] + self.pi_out[1]
+        if self.log_std is None:  # categorical, Gumbel-max as Categorical.sample
+            shifted = out - out.max(-1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+            actions = (log_probs - np.log(torch.empty(log_probs.shape).exponential_().numpy())).argmax(-1)
+            return obs, actions, log_probs[np.arange(len(actions)), actions], values
+        noise = torch.randn(out.shape).numpy()  # diagonal Gaussian: a = mean + std · ε, z = ε
+        log_prob = (-0.5 * noise * noise - self.log_std - LOG_SQRT_2PI).sum(-1)
+        return obs, out + np.exp(self.log_std) * noise, log_prob.astype(np.float32), values
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        """V(s) ``[B]`` for raw observations ``[B, ...]``."""
+        return self._features(obs)[1] @ self.v_out[0] + self.v_out[1]
+
+
+def _weight(head: CategoricalHead | GaussianHead) -> torch.Tensor:
+    return (head.mean if isinstance(head, GaussianHead) else head).weight
