@@ -63,7 +63,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
-    envs = make_vec_env(hp.env_id, hp.env_kwargs, hp.num_envs, episode_statistics=False)
+    envs = make_vec_env(hp.env_id, hp.env_kwargs, hp.num_envs)
     policy = ActorCritic.build(envs.single_observation_space, envs.single_action_space, hp.network, hp.activation,
                                True, hp.ortho_init, hp.log_std_init, False)
     lr, clip = parse_schedule(hp.learning_rate), parse_schedule(hp.clip_range)

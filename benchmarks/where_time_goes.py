@@ -5,9 +5,9 @@
 
 Takes the CLI's arguments. After the run it prints seconds spent in: the imports (done as `python -m
 lightning_pg` does them), the fit, the rollouts (RolloutIterable.collect), inside them the env step with
-our checks (EnvIterable.step) and gymnasium's SyncVectorEnv.step alone, the updates (update()), and the
-whole process. What the fit spends outside rollouts and updates is Lightning's loop and our per-batch
-bookkeeping.
+our checks (EnvIterable.step) and gymnasium's SyncVectorEnv.step alone, the updates (update()), the
+periodic evaluations, the checkpoint writes, the writes to the loggers, and the whole process. What the fit
+spends outside those is Lightning's loop and our per-batch bookkeeping.
 """
 import atexit
 import functools
@@ -52,6 +52,7 @@ def main() -> None:
     import pytorch_lightning as pl
 
     from lightning_pg import cli
+    from lightning_pg.algorithms.base import RLModule
     from lightning_pg.algorithms.on_policy import OnPolicyModule
     from lightning_pg.algorithms.ppo import PPO
     from lightning_pg.data.base import EnvIterable
@@ -63,6 +64,9 @@ def main() -> None:
     timed(gymnasium.vector.SyncVectorEnv, "step", "  SyncVectorEnv.step alone")
     timed(OnPolicyModule, "update", "updates")
     timed(PPO, "update", "updates")
+    timed(RLModule, "run_evaluation", "evaluations")
+    timed(pl.Trainer, "save_checkpoint", "checkpoint writes")
+    timed(RLModule, "_to_loggers", "logger writes")
     atexit.register(report)
     sys.argv = ["lightning_pg", *sys.argv[1:]]
     cli.main()

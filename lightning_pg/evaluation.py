@@ -31,17 +31,20 @@ def evaluate(
     quota = np.full(num_envs, n_episodes // num_envs)
     quota[: n_episodes % num_envs] += 1
     done = np.zeros(num_envs, dtype=int)
+    running = np.zeros(num_envs)  # the return of each env's current episode
     returns: list[float] = []
     envs = make_vec_env(model.hparams.env_id, model.hparams.env_kwargs, num_envs)
     try:
         with torch.random.fork_rng(devices=[]):
             obs, _ = envs.reset(seed=seed)
             while (done < quota).any():
-                obs, _, _, _, info = envs.step(model.predict(obs, deterministic=deterministic))
-                for i in np.flatnonzero(info.get("_episode", ())):
+                obs, rewards, terminated, truncated, _ = envs.step(model.predict(obs, deterministic=deterministic))
+                running += rewards
+                for i in np.flatnonzero(terminated | truncated):  # SAME_STEP autoreset: env i starts afresh
                     if done[i] < quota[i]:
-                        returns.append(float(info["episode"]["r"][i]))
+                        returns.append(float(running[i]))
                         done[i] += 1
+                    running[i] = 0.0
     finally:
         envs.close()
     return float(np.mean(returns)), float(np.std(returns))

@@ -492,3 +492,22 @@ def test_a_non_finite_gradient_between_logged_batches_stops_training(tmp_path, a
     with pytest.raises(lp.TrainingDiverged, match="loss/value=(inf|nan)"):
         _fit(model, tmp_path)
     assert 300 * 2 <= model.num_timesteps < 20_000
+
+
+class AlwaysLeft(PPO):
+    def act(self, obs, deterministic=False):  # e.g. action masking, added where users add it
+        return torch.zeros(len(obs), dtype=torch.long)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_predict_acts_in_numpy_exactly_as_act_does(env_id):
+    model = PPO(env_id=env_id, num_envs=2, log_std_init=-0.5)
+    obs = np.stack([model.observation_space.sample() for _ in range(64)])
+    for deterministic in (True, False):
+        torch.manual_seed(3)
+        got = model.predict(obs, deterministic=deterministic)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            expected = model.env_actions(model.act(torch.as_tensor(obs), deterministic))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert (AlwaysLeft(env_id="CartPole-v1", num_envs=2).predict(np.ones((9, 4), np.float32)) == 0).all()

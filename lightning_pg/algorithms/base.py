@@ -146,9 +146,12 @@ class RLModule(pl.LightningModule):
         """Actions for one observation or a batch, numpy in and numpy out, same rank (SB3's convention)."""
         obs = np.asarray(observation, dtype=self.observation_space.dtype)
         single = obs.ndim == len(self.observation_space.shape)
-        batch = torch.as_tensor(obs[None] if single else obs, device=self.device)
-        actions = self.env_actions(self.act(batch, deterministic))
+        actions = self.env_actions(self.act_on_array(obs[None] if single else obs, deterministic))
         return actions.squeeze(0) if single else actions
+
+    def act_on_array(self, obs: np.ndarray, deterministic: bool) -> Tensor | np.ndarray:
+        """``act`` on a numpy batch of observations (what ``predict`` and ``evaluate`` act with)."""
+        return self.act(torch.as_tensor(obs, device=self.device), deterministic)
 
     # ---- Lightning hooks --------------------------------------------------------------------------------
     @property

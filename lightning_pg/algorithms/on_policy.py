@@ -14,6 +14,7 @@ import operator
 from functools import reduce
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -84,6 +85,12 @@ class OnPolicyModule(RLModule):
         if self.action_low is not None:
             action = torch.maximum(torch.minimum(action, self.action_high), self.action_low)
         return action
+
+    def act_on_array(self, obs: np.ndarray, deterministic: bool) -> Tensor | np.ndarray:
+        # the standard act() of the standard policy: through numpy views of the weights (see NumpyActor)
+        if type(self).act is OnPolicyModule.act and NumpyActor.mirrors(self.policy):
+            return NumpyActor(self.policy).predict(obs, deterministic)
+        return super().act_on_array(obs, deterministic)
 
     def rollout_actor(self) -> NumpyActor | TorchActor:
         """What a training rollout acts with (made per rollout): numpy views of the weights where the policy is

@@ -100,7 +100,7 @@ class EnvIterable(IterableDataset):
         env_id, env_kwargs, num_envs = self.settings
         seed = None
         if self.envs is None:
-            self.envs = make_vec_env(env_id, env_kwargs, num_envs, episode_statistics=False)  # see step
+            self.envs = make_vec_env(env_id, env_kwargs, num_envs)
             seed = env_seed(self.module.global_rank, num_envs)
             self.envs.action_space.seed(seed)
         try:

@@ -3,9 +3,9 @@
 One autoreset mode everywhere: ``AutoresetMode.SAME_STEP``. A sub-environment that ends is reset inside the
 same ``step`` call; the observation returned is the first of the new episode and the true last observation
 is in ``info["final_obs"]``. So every transition a vector env returns is a real one (no dead step to mask as
-in NEXT_STEP mode), and a truncated transition still has the final observation to bootstrap from.
-Evaluation reads episode returns from gymnasium's ``RecordEpisodeStatistics`` wrapper; training envs go
-without it (``EnvIterable.step`` counts returns and lengths itself, at a fraction of its per-step cost).
+in NEXT_STEP mode), and a truncated transition still has the final observation to bootstrap from. Episode
+returns are counted by whoever steps the envs (``EnvIterable.step``, ``evaluate``), at a fraction of the
+per-step cost of gymnasium's ``RecordEpisodeStatistics`` wrapper.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
-from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from lightning_pg.errors import EnvError
 
@@ -71,11 +70,9 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any
 
 
 def make_vec_env(
-    env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None,
-    episode_statistics: bool = True,
+    env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None
 ) -> gym.vector.VectorEnv:
-    """``num_envs`` copies in one process, SAME_STEP autoreset, episode statistics recorded in ``info["episode"]``
-    (unless ``episode_statistics`` is False).
+    """``num_envs`` copies in one process, SAME_STEP autoreset.
 
     With ``seed`` the sub-envs are seeded ``seed, seed + 1, ...`` and the action space sampler with ``seed``,
     so uniform random actions (replay warm-up) are reproducible too.
@@ -86,8 +83,6 @@ def make_vec_env(
         [functools.partial(make_env, env_id, env_kwargs) for _ in range(num_envs)],
         autoreset_mode=AutoresetMode.SAME_STEP,
     )
-    if episode_statistics:
-        envs = RecordEpisodeStatistics(envs)
     if seed is not None:
         envs.reset(seed=seed)
         envs.action_space.seed(seed)

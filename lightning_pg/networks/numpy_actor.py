@@ -59,15 +59,26 @@ class NumpyActor:
         """``(x, actions, log_probs, values)`` for raw observations ``[B, ...]``, as the rollout stores them."""
         features = self._features(obs)
         values = None if self.v_out is None else features[1] @ self.v_out[0] + self.v_out[1]
-        out = features[0] @ self.pi_out[0] + self.pi_out[1]
+        actions, log_probs = self._sample(features[0] @ self.pi_out[0] + self.pi_out[1])
+        return obs, actions, log_probs, values
+
+    def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        """Actions for raw observations ``[B, ...]``: the distribution's mode, or a sample (as ``act()``)."""
+        out = self._features(obs)[0] @ self.pi_out[0] + self.pi_out[1]
+        if not deterministic:
+            return self._sample(out)[0]
+        return out if self.log_std is not None else out.argmax(-1)
+
+    def _sample(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Actions and log-probs from the policy head's output (logits, or the Gaussian mean)."""
         if self.log_std is None:  # categorical, Gumbel-max as Categorical.sample
             shifted = out - out.max(-1, keepdims=True)
             log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
             actions = (log_probs - np.log(torch.empty(log_probs.shape).exponential_().numpy())).argmax(-1)
-            return obs, actions, log_probs[np.arange(len(actions)), actions], values
+            return actions, log_probs[np.arange(len(actions)), actions]
         noise = torch.randn(out.shape).numpy()  # diagonal Gaussian: a = mean + std · ε, z = ε
         log_prob = (-0.5 * noise * noise - self.log_std - LOG_SQRT_2PI).sum(-1)
-        return obs, out + np.exp(self.log_std) * noise, log_prob.astype(np.float32), values
+        return out + np.exp(self.log_std) * noise, log_prob.astype(np.float32)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
         """V(s) ``[B]`` for raw observations ``[B, ...]``."""
