@@ -49,12 +49,11 @@ class REINFORCE(OnPolicyModule):
         num_envs: int = 8,
         learning_rate: float | str = 1e-3,
         max_grad_norm: float | None = None,
-        ortho_init: bool = False,
         **kwargs: Any,
     ):
         check(baseline in ("none", "value"), "baseline", baseline, "'none' or 'value'")
         super().__init__(env_id=env_id, num_envs=num_envs, learning_rate=learning_rate,
-                         max_grad_norm=max_grad_norm, ortho_init=ortho_init, **kwargs)
+                         max_grad_norm=max_grad_norm, **kwargs)
 
     @property
     def uses_value(self) -> bool:
