@@ -226,7 +226,6 @@ def ours_updates(algo: str, variant: str, updates: int, warmup: int) -> float:
 def env_loop(algo: str, variant: str, env_steps: int, learning_starts: int) -> float:
     """SB3-shaped loop on Pendulum-v1: one env step, one replay sample, one update per step."""
     import gymnasium as gym
-    import numpy as np
 
     torch.manual_seed(0)
     setup = Setup(algo, variant)

@@ -29,9 +29,9 @@ import pytorch_lightning as pl
 import torch
 
 import lightning_pg
-from lightning_pg.networks import ActorCritic, MLP
+from lightning_pg.networks import MLP
 from lightning_pg.networks.actor_critic import TwinEncoders
-from lightning_pg.networks.encoders import StackedMLP
+from lightning_pg.networks.actor_critic import StackedMLP
 from lightning_pg.optimizer_steps import OptimizerSteps
 
 ZOO = {

@@ -15,7 +15,7 @@ import sys
 
 gc.disable()  # as lightning_pg/__main__.py imports
 from lightning_pg.cli import main  # noqa: E402
-from lightning_pg.networks.encoders import StackedMLP  # noqa: E402
+from lightning_pg.networks.actor_critic import StackedMLP  # noqa: E402
 from lightning_pg.networks.numpy_actor import NumpyActor  # noqa: E402
 from lightning_pg.optimizer_steps import OptimizerSteps  # noqa: E402
 

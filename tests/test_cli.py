@@ -1,6 +1,5 @@
 """The command line end to end, in real subprocesses: fit, checkpoints, resume, Ctrl+C, W&B, bad input."""
 import glob
-import os
 import signal
 import subprocess
 import time

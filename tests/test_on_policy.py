@@ -12,7 +12,7 @@ from lightning_pg import A2C, PPO
 from lightning_pg.data.rollouts import TorchActor
 from lightning_pg.networks import ActorCritic, StackedMLP
 from lightning_pg.networks.actor_critic import CategoricalHead, Linear
-from lightning_pg.networks.encoders import _TanhMLPFunction
+from lightning_pg.networks.actor_critic import _TanhMLPFunction
 from lightning_pg.networks.numpy_actor import NumpyActor
 from lightning_pg.optimizer_steps import OptimizerSteps
 from tests.envs import RecordActions

@@ -1,7 +1,6 @@
 """Faults with real processes: Ctrl+C and resume give the same weights bit for bit; SIGKILL never loses more
 than a checkpoint interval; bad input and divergence leave the last checkpoint intact."""
 import glob
-import os
 import signal
 import subprocess
 import time

@@ -1,9 +1,9 @@
 """Networks: MLP bodies and encoders, the on-policy actor-critic and its distributions, off-policy actors and
 Q critics, target-network helpers, running statistics."""
-from lightning_pg.networks.actor_critic import ActorCritic, Categorical, DiagGaussian
+from lightning_pg.networks.actor_critic import ActorCritic, Categorical, DiagGaussian, StackedMLP
 from lightning_pg.networks.actors import DeterministicActor, TanhGaussian, TanhGaussianActor
 from lightning_pg.networks.critics import QCritics
-from lightning_pg.networks.encoders import MLP, NatureCNN, StackedMLP, make_encoder
+from lightning_pg.networks.encoders import MLP, NatureCNN, make_encoder
 from lightning_pg.networks.normalize import RunningMeanStd
 from lightning_pg.networks.targets import frozen_copy, no_weight_grads, polyak_update
 

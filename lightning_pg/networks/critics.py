@@ -18,7 +18,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightning_pg.networks.encoders import StackedMLP
+from lightning_pg.networks.actor_critic import StackedMLP
 
 
 class QCritics(nn.Module):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lightning_pg.networks.actor_critic import LOG_SQRT_2PI, ActorCritic, CategoricalHead, GaussianHead, Linear
-from lightning_pg.networks.encoders import StackedMLP
+from lightning_pg.networks.actor_critic import (LOG_SQRT_2PI, ActorCritic, CategoricalHead, GaussianHead, Linear,
+                                                StackedMLP)
 
 _ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
 
