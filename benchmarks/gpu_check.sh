@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check: CUDA, 16-mixed / bf16-mixed, resume and throughput, next to the same runs on that machine's CPU.
+# GPU check: CUDA, 16-mixed / bf16-mixed, the on-policy update against its float64 reference on the GPU, resume
+# and throughput, next to the same runs on that machine's CPU.
 #
 #   bash benchmarks/gpu_check.sh [OUTDIR]         (ONLY=REGEX runs only the runs whose names match)
 #
@@ -27,6 +28,29 @@ fit() {  # fit NAME CONFIG ARGS...: one CLI run, its summary line and exit statu
 
 nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
+# The on-policy update on the GPU is the plain-autograd reference's (every loss term on, both optimizer-step paths)
+python3 - <<'EOF' || status=1
+import pytorch_lightning as pl
+
+from lightning_pg import A2C, PPO
+from lightning_pg.optimizer_steps import OptimizerSteps
+from tests.reference import a2c_objective, assert_gradients_match, ppo_objective, record_step, reference_gradient
+
+cases = {"ppo": (PPO, dict(env_id="CartPole-v1", num_envs=8, n_steps=32, batch_size=256, n_epochs=8, clip_range=0.1,
+                           clip_range_vf=0.01), 6, ppo_objective),
+         "a2c": (A2C, dict(env_id="Pendulum-v1", num_envs=8, n_steps=16, normalize_advantage=True), 2, a2c_objective)}
+for name, (cls, kwargs, step, objective) in cases.items():
+    for direct in (True, False):
+        OptimizerSteps.direct_enabled = direct
+        pl.seed_everything(0)
+        model = cls(ent_coef=0.01, learning_rate=3e-3, total_timesteps=10**6, eval_every=-1, **kwargs)
+        record = record_step(model, step, accelerator="gpu")
+        expected, _ = reference_gradient(model, record, objective)
+        assert_gradients_match(record, expected)
+        print(f"{name} on {record['grads']['pi_head.bias'].device}, direct steps {record['direct']}: "
+              "the update's gradient is the float64 reference's")
+EOF
+
 # PPO (CartPole, 256-sample minibatches of a 64-wide MLP): CPU and GPU at each precision
 fit ppo_cpu ppo_cartpole.yaml --model.total_timesteps=30000 --trainer.accelerator=cpu
 for p in 32-true 16-mixed bf16-mixed; do
@@ -35,7 +59,7 @@ done
 # PPO on 64x64 pixels (Nature CNN): where a GPU pays
 pix=(--model.env_id=tests.envs:PixelCartPole --model.total_timesteps=4096 --model.n_steps=128 --model.batch_size=256
      --model.n_epochs=4 --model.eval_every=-1)
-fit ppo_pixels_cpu ppo_cartpole.yaml "${pix[@]}" --trainer.accelerator=cpu
+fit ppo_pixels_cpu ppo_cartpole.yaml "${pix[@]}" --trainer.accelerator=cpu --torch_threads=$(nproc)
 fit ppo_pixels_gpu_bf16 ppo_cartpole.yaml "${pix[@]}" --trainer.accelerator=gpu --trainer.precision=bf16-mixed
 # SAC (Pendulum, 256x256 twin critics, one update per env step): CPU and GPU at each precision
 sac=(--model.total_timesteps=3000 --model.eval_every=-1)

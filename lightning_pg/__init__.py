@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: public name -> the module that defines it. They load on first use (PEP 562), so importing the package
 #: is cheap and `python -m lightning_pg` decides how torch and Lightning get imported (see __main__.py).

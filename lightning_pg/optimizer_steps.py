@@ -44,12 +44,10 @@ class OptimizerSteps:
             and not any(_overrides(type(cb), pl.Callback, hook) for cb in trainer.callbacks for hook in _CALLBACK_HOOKS)
         )
 
-    def step(self, module: pl.LightningModule, loss: Tensor, optimizer: Any, max_grad_norm: float | None) -> Tensor | None:
-        """zero_grad, backward, optional norm clipping, step; returns the gradient's norm before clipping where
-        the direct path computed one (it clips), else None."""
+    def step(self, module: pl.LightningModule, loss: Tensor, optimizer: Any, max_grad_norm: float | None) -> None:
+        """zero_grad, backward, optional clipping of the gradient's global norm to ``max_grad_norm``, step."""
         params = [p for group in optimizer.param_groups for p in group["params"]]
         relink_gradients(params)
-        norm = None
         if not self.direct:
             optimizer.zero_grad(set_to_none=False)  # (to None would cut a flat parameter's gradient views loose)
             module.manual_backward(loss)
@@ -63,19 +61,19 @@ class OptimizerSteps:
             else:
                 optimizer.optimizer.zero_grad(set_to_none=False)
             loss.backward()
-            if max_grad_norm is not None:
-                norm = _clip_flat(flat.grad_buffer, max_grad_norm) if flat is not None else \
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+            if max_grad_norm is not None and flat is not None:
+                _clip_flat(flat.grad_buffer, max_grad_norm)
+            elif max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
             self._progress.increment_ready()
             optimizer.optimizer.step()
             self._progress.increment_completed()
         # Mixed precision runs the whole training_step in one autocast region, whose cache keeps the low-precision
         # copy of each weight until the region ends: without this, later forwards in this step use the old weights.
         torch.clear_autocast_cache()
-        return norm
 
 
-def _clip_flat(grad: Tensor, max_norm: float) -> Tensor:
+def _clip_flat(grad: Tensor, max_norm: float) -> None:
     """``clip_grad_norm_``'s rule on one flat gradient: scale by max_norm / (norm + 1e-6) where that is < 1."""
     norm = torch.linalg.vector_norm(grad)
     if grad.device.type == "cpu":  # the factor as a Python number: fewer ops, and no device to wait for
@@ -84,7 +82,6 @@ def _clip_flat(grad: Tensor, max_norm: float) -> Tensor:
             grad.mul_(scale)
     else:
         grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
-    return norm
 
 
 def _overrides(cls: type, base: type, name: str) -> bool:

@@ -105,8 +105,8 @@ def record_step(model, step, **trainer_kwargs):
             optimizer.step = spied_step
 
     model.loss = loss
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, accelerator="cpu",
-                         max_epochs=-1, enable_model_summary=False, callbacks=[Spy()], **trainer_kwargs)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, max_epochs=-1,
+                         enable_model_summary=False, callbacks=[Spy()], **{"accelerator": "cpu", **trainer_kwargs})
     trainer.fit(model)
     assert "grads" in record, f"the optimizer stepped fewer than {step + 1} times"
     return record

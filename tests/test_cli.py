@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 
 import lightning_pg as lp
 from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, csv_rows, run_cli, wandb_records
@@ -166,3 +167,18 @@ def test_env_failure_mid_run_keeps_the_last_checkpoint(tmp_path):
                       "--model.total_timesteps=4000", "--ckpt_path=last", root=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
         assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_a_checkpoint_of_the_earlier_layout_is_refused_in_one_paragraph(tmp_path):
+    assert run_cli("--model.total_timesteps=500", root=tmp_path).returncode == 0
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(path, weights_only=False)
+    del state["lightning_pg"]["format"]  # as 0.1.x wrote them
+    torch.save(state, path)
+    before = path.read_bytes()
+    for subcommand, extra in (("fit", ["--ckpt_path=last"]), ("validate", [f"--ckpt_path={path}"])):
+        result = run_cli("--model.total_timesteps=1000", *extra, root=tmp_path, subcommand=subcommand)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "checkpoint format 1, this version reads 2" in result.stderr
+    assert path.read_bytes() == before
+

@@ -511,3 +511,49 @@ def test_predict_acts_in_numpy_exactly_as_act_does(env_id):
             expected = model.env_actions(model.act(torch.as_tensor(obs), deterministic))
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert (AlwaysLeft(env_id="CartPole-v1", num_envs=2).predict(np.ones((9, 4), np.float32)) == 0).all()
+
+
+def test_fused_tanh_body_has_exact_second_derivatives(monkeypatch):
+    """A gradient penalty or a Hessian-vector product (TRPO's) differentiates the body twice: exact on both paths."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    params = [torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 1, 4, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 1, 2, dtype=torch.float64, requires_grad=True)]
+    assert torch.autograd.gradgradcheck(_TanhMLPFunction.apply, (x, *params))
+    model = PPO(env_id="CartPole-v1", num_envs=2)
+    obs = torch.randn(256, 4, requires_grad=True)
+    grads = {}
+    for fused in (True, False):
+        monkeypatch.setattr(StackedMLP, "fused", fused)
+        assert model.policy.body._fuses(obs) == fused
+        _, values = model.policy(obs)
+        (d_obs,) = torch.autograd.grad(values.sum(), obs, create_graph=True)
+        grads[fused] = torch.autograd.grad(d_obs.square().sum(), list(model.policy.body.parameters()))
+    for a, b in zip(grads[True], grads[False]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_under_autocast_values_stay_float32_and_rollouts_act_through_the_module():
+    model = PPO(env_id="CartPole-v1", num_envs=2)
+    with torch.autocast("cpu", torch.bfloat16):
+        _, values = model.policy(torch.randn(8, 4))
+        assert values.dtype == torch.float32  # GAE and the value regression see float32 values
+        assert not NumpyActor.mirrors(model.policy) and isinstance(model.rollout_actor(), TorchActor)
+    assert NumpyActor.mirrors(model.policy)
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true", "bf16-mixed"])
+@pytest.mark.parametrize("algo, kwargs", [
+    (PPO, dict(env_id="Pendulum-v1", num_envs=2, n_steps=64, batch_size=64, normalize_obs=True)),
+    (A2C, dict(env_id="CartPole-v1", num_envs=4)),
+    (lp.REINFORCE, dict(env_id="CartPole-v1", num_envs=2)),
+])
+def test_every_precision_trains(tmp_path, precision, algo, kwargs):
+    model = algo(total_timesteps=400, eval_every=200, eval_episodes=1, **kwargs)
+    before = [p.detach().clone() for p in model.parameters()]
+    _fit(model, tmp_path, precision=precision)
+    assert model.num_timesteps >= 400 and model.last_eval is not None
+    assert any(not torch.equal(a.float(), b.float()) for a, b in zip(before, model.parameters()))
+    assert all(torch.isfinite(p).all() for p in model.parameters())

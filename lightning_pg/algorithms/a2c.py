@@ -55,7 +55,8 @@ class A2C(OnPolicyModule):
 
     def make_data(self) -> RolloutIterable:
         hp = self.hparams
-        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor, self.ret_rms)
+        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor,
+                               self.ret_rms)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         dist, values = self.policy(batch["obs"])                                # π(·|s), V(s)

@@ -34,6 +34,8 @@ from lightning_pg.optimizer_steps import OptimizerSteps
 from lightning_pg.schedules import ScheduleSpec, crossed, parse_schedule
 
 EVAL_SEED = 1_000_000  # evaluation episodes start from the same states every time: comparable across evals
+#: the layout of lightning_pg's checkpoints; 2 since the on-policy rework (stacked bodies, [in, out] heads)
+CHECKPOINT_FORMAT = 2
 
 
 def check(ok: bool, name: str, value: Any, expected: str) -> None:
@@ -255,10 +257,9 @@ class RLModule(pl.LightningModule):
         fused step, too late for gradient clipping (Lightning refuses to clip there)."""
         return adam(params, lr, fused=not str(self.trainer.precision).startswith("16"), **kwargs)
 
-    def gradient_step(self, loss: Tensor, optimizer: Any, max_grad_norm: float | None = None) -> Tensor | None:
-        """zero_grad, backward, optional norm clipping, step (see :mod:`lightning_pg.optimizer_steps`); returns
-        the gradient's norm before clipping where the step computed one, else None."""
-        return self._optimizer_steps.step(self, loss, optimizer, max_grad_norm)
+    def gradient_step(self, loss: Tensor, optimizer: Any, max_grad_norm: float | None = None) -> None:
+        """zero_grad, backward, optional norm clipping, step (see :mod:`lightning_pg.optimizer_steps`)."""
+        self._optimizer_steps.step(self, loss, optimizer, max_grad_norm)
 
     def on_train_start(self) -> None:
         self._optimizer_steps = OptimizerSteps(self)
@@ -314,6 +315,7 @@ class RLModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lightning_pg"] = {
+            "format": CHECKPOINT_FORMAT,
             "algorithm": type(self).__name__,
             "num_timesteps": self.num_timesteps,
             "wandb_run_id": self._wandb_run_id(),
@@ -325,6 +327,12 @@ class RLModule(pl.LightningModule):
             raise ConfigError(
                 "This checkpoint was not written by lightning_pg (it has no 'lightning_pg' section). "
                 "Fix: pass a last.ckpt or best.ckpt from a lightning_pg run's checkpoints/ folder."
+            )
+        if state.get("format", 1) != CHECKPOINT_FORMAT:
+            raise ConfigError(
+                f"This checkpoint was written by a lightning_pg whose networks and data are laid out differently "
+                f"(checkpoint format {state.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}). Fix: load it "
+                "with the lightning_pg version that wrote it (0.1.x writes format 1), or train anew with this one."
             )
         if state["algorithm"] != type(self).__name__:
             raise ConfigError(

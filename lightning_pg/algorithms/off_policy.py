@@ -83,7 +83,7 @@ class OffPolicyModule(RLModule):
         return torch.maximum(torch.minimum(scaled, high), low)
 
     def env_actions(self, actions: Tensor) -> np.ndarray:
-        return self.to_env_scale(actions.detach()).cpu().numpy()
+        return self.to_env_scale(actions.detach()).float().cpu().numpy()  # (float: bf16-true has no numpy dtype)
 
     def forward(self, obs: Tensor) -> Tensor:
         """The deterministic policy as an exportable function: observations -> env actions."""

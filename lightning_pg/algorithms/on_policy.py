@@ -4,8 +4,8 @@ state-independent log-std, observation and reward normalization, linear schedule
 
 An algorithm writes its objective once, in ``loss(batch)``: a dict of ``loss_*`` terms (summed and
 differentiated by autograd) and detached statistics. Everything that makes it fast sits below that line and
-computes the same function: the stacked MLP body (one autograd node, ``networks.encoders``), numpy acting in
-CPU rollouts (``networks.numpy_actor``, only for the exact standard policy) and direct optimizer steps
+computes the same function: the stacked MLP body (one autograd node on the CPU, ``networks.actor_critic``),
+numpy acting (``networks.numpy_actor``, only for the exact standard policy) and direct optimizer steps
 (``optimizer_steps``).
 """
 from __future__ import annotations
@@ -135,13 +135,10 @@ class OnPolicyModule(RLModule):
         return stats
 
     def policy_step(self, batch: dict[str, Tensor], optimizer: Any) -> dict[str, Tensor]:
-        """One gradient step on the sum of ``loss(batch)``'s ``loss_*`` terms; returns the terms and stats, with
-        ``grad_norm`` (the gradient's norm before clipping) where the step computed it."""
+        """One gradient step on the sum of ``loss(batch)``'s ``loss_*`` terms; returns what ``loss`` returned."""
         losses = self.loss(batch)
-        objective = reduce(operator.add, [v for k, v in losses.items() if k.startswith("loss_")])
-        norm = self.gradient_step(objective, optimizer, self.hparams.max_grad_norm)
-        if norm is not None:
-            losses["grad_norm"] = norm
+        self.gradient_step(reduce(operator.add, [v for k, v in losses.items() if k.startswith("loss_")]), optimizer,
+                           self.hparams.max_grad_norm)
         return losses
 
     def normalize_advantages(self, adv: Tensor) -> Tensor:

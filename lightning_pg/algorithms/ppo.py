@@ -79,7 +79,8 @@ class PPO(OnPolicyModule):
 
     def make_data(self) -> RolloutIterable:
         hp = self.hparams
-        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor, self.ret_rms)
+        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor,
+                               self.ret_rms)
 
     def loss(self, mb: dict[str, Tensor]) -> dict[str, Tensor]:
         """The clipped surrogate, value and entropy terms on a minibatch whose advantages are normalized."""
@@ -113,13 +114,21 @@ class PPO(OnPolicyModule):
         lr = self.set_learning_rate(optimizer)
         target_kl, history = self.hparams.target_kl, []
         for mb in self.minibatches(batch):
-            if target_kl is not None and self.diagnostics(mb)["approx_kl"] > 1.5 * target_kl:
+            if target_kl is not None and self._approx_kl(mb) > 1.5 * target_kl:
                 break  # early stop: the policy moved too far from the one that collected the data (as SB3)
             history.append(self.policy_step(mb, optimizer))
         metrics = {k: torch.stack([h[k].detach() for h in history]).mean() for k in history[0]} if history else {}
         if self.log_due:
-            metrics.update(learning_rate=torch.tensor(lr), clip_range=torch.tensor(self.scheduled(self.hparams.clip_range)))
+            clip = self.scheduled(self.hparams.clip_range)
+            metrics.update(learning_rate=torch.tensor(lr), clip_range=torch.tensor(clip))
         return self.metric_names(self.with_diagnostics(metrics, batch))
+
+    def _approx_kl(self, mb: dict[str, Tensor]) -> float:
+        """The approximate KL on a minibatch, averaged over ranks under DDP (every rank stops at the same step)."""
+        kl = self.diagnostics(mb)["approx_kl"]
+        if self.trainer.world_size > 1:
+            kl = self.trainer.strategy.reduce(kl, reduce_op="mean")
+        return float(kl)
 
     def minibatches(self, batch: dict[str, Tensor]) -> Iterator[dict[str, Tensor]]:
         """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch.

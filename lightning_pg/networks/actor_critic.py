@@ -15,7 +15,7 @@ a state-independent log-std ``[d]``, actions ``[B, d]``).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -102,20 +102,16 @@ class StackedMLP(nn.Module):
         self.members, self.out_features = members, sizes[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        x = flat_float(x)
-        if not self.weights:
-            return x.expand(self.members, *x.shape)
+        x = flat_float(x, self.weights[0].dtype if self.weights else torch.float32)
         if self._fuses(x):
             return _TanhMLPFunction.apply(x, *self.weights, *self.biases)
-        h = x.expand(self.members, *x.shape)  # [n, B, in]: every member sees the same input
-        for weight, bias in zip(self.weights, self.biases):
-            h = self.activation(torch.baddbmm(bias, h, weight))  # [n, B, out] = b + h @ w, all members at once
-        return h
+        return stacked_forward(x, self.weights, self.biases, self.activation, self.members)
 
     def _fuses(self, x: Tensor) -> bool:
-        if not self.fused or self.activation_name != "tanh" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if (not self.fused or self.activation_name != "tanh" or not self.weights or torch.jit.is_tracing()
+                or torch.compiler.is_compiling()):
             return False  # (exported and compiled graphs get the plain ops: numpy is not part of a graph)
-        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and self.weights[0].dtype == x.dtype
+        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
                 and self.members * x.shape[0] * self.weights[0].shape[-1] >= self.FUSED_MIN_ELEMENTS
                 and not torch.is_autocast_enabled("cpu"))
 
@@ -128,32 +124,49 @@ class StackedMLP(nn.Module):
             bias.zero_()
 
 
+def stacked_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], activation: Callable,
+                    members: int) -> Tensor:
+    """The stacked layers as autograd ops: ``h_k = act(b_k + h_{k-1} w_k)``, ``h_0 = x`` for every member."""
+    h = x.expand(members, *x.shape)  # [n, B, in]: every member sees the same input
+    for weight, bias in zip(weights, biases):
+        h = activation(torch.baddbmm(bias, h, weight))  # [n, B, out] = b + h @ w, all members at once
+    return h
+
+
 class _TanhMLPFunction(torch.autograd.Function):
     """A tanh :class:`StackedMLP`'s layers on the CPU as one autograd node: ``h_k = tanh(b_k + h_{k-1} w_k)``.
 
     Why: torch's CPU tanh kernel is several times slower than numpy's on the same float32 array, and a node
     per layer op costs autograd's bookkeeping. The forward keeps each layer's output; the backward walks them
-    back: dL/d(pre-act) = g (1 − h_k²), dL/dw_k = h_{k-1}ᵀ g, dL/db_k = Σ_B g, dL/dh_{k-1} = g w_kᵀ.
+    back: dL/d(pre-act) = g (1 − h_k²), dL/dw_k = h_{k-1}ᵀ g, dL/db_k = Σ_B g, dL/dh_{k-1} = g w_kᵀ. A backward
+    that will itself be differentiated (``create_graph``: a gradient penalty, a Hessian-vector product) runs
+    the layers again as autograd ops instead, so second derivatives are exact too (``gradgradcheck``).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, *params: Tensor) -> Tensor:
         weights, biases = params[: len(params) // 2], params[len(params) // 2 :]
         h = x.expand(len(weights[0]), *x.shape)
-        outputs = [h]
+        outputs = []
         for weight, bias in zip(weights, biases):
             h = torch.baddbmm(bias, h, weight)
             np.tanh(h.numpy(), out=h.numpy())  # in place, on the fresh tensor
             outputs.append(h)
-        ctx.save_for_backward(*outputs, *weights)
+        ctx.save_for_backward(x, *params, *outputs)
         return h
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
-        saved = ctx.saved_tensors
-        layers = len(saved) // 2
-        outputs, weights = saved[: layers + 1], saved[layers + 1 :]
+        x, *saved = ctx.saved_tensors
+        layers = len(saved) // 3
+        weights, biases, outputs = saved[:layers], saved[layers : 2 * layers], [x, *saved[2 * layers :]]
         needs = ctx.needs_input_grad  # (x, *weights, *biases)
+        if torch.is_grad_enabled():  # create_graph: differentiate the same layers as autograd ops, differentiable again
+            inputs = [t for t, need in zip((x, *weights, *biases), needs) if need]
+            h = stacked_forward(x, weights, biases, torch.tanh, len(weights[0]))
+            found = iter(torch.autograd.grad(h, inputs, grad, create_graph=True))
+            return tuple(next(found) if need else None for need in needs)
+        outputs[0] = x.expand(len(weights[0]), *x.shape)
         grad_weights, grad_biases = [None] * layers, [None] * layers
         for k in reversed(range(layers)):
             grad = torch.ops.aten.tanh_backward(grad, outputs[k + 1])  # dL/d(pre-activation), [n, B, out]
@@ -179,9 +192,11 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.empty(shape[1:]).uniform_(-bound, bound))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.weight.dim() == 1:  # (addmv has no autocast rule: bf16 features meet the float32 weight here)
-            return torch.addmv(self.bias, x.to(self.weight.dtype), self.weight)
-        return torch.addmm(self.bias, x, self.weight)
+        if self.weight.dim() == 2:
+            return torch.addmm(self.bias, x, self.weight)
+        if torch.is_autocast_enabled(x.device.type):  # a value for GAE and its regression: float32, not bf16/fp16
+            return (x.to(self.weight.dtype) * self.weight).sum(-1) + self.bias
+        return torch.addmv(self.bias, x, self.weight)
 
     @torch.no_grad()
     def orthogonal_(self, gain: float) -> None:

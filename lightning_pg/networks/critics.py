@@ -32,7 +32,7 @@ class QCritics(nn.Module):
         self.n_critics = n_critics
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
-        h = self.body(torch.cat([obs.flatten(1).float(), actions.float()], dim=-1))  # [n, B, hidden]
+        h = self.body(torch.cat([obs.flatten(1).to(actions.dtype), actions], dim=-1))  # [n, B, hidden]
         # the 1-wide output layer as a product-sum, not a matmul: Q comes out in float32 even when the matmuls
         # run in bf16 (autocast, or matmul_precision="medium")
         return (h * self.out_weight).sum(-1) + self.out_bias

@@ -29,17 +29,18 @@ class MLP(nn.Module):
         self.out_features = sizes[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        x = flat_float(x)
+        x = flat_float(x, self.layers[0].weight.dtype if len(self.layers) else torch.float32)
         for layer in self.layers:  # F.linear in a loop, not nn.Sequential: acting on a few observations is
             x = self.activation(F.linear(x, layer.weight, layer.bias))  # mostly per-call overhead
         return x
 
 
-def flat_float(x: Tensor) -> Tensor:
-    """Observations as a float32 ``[B, features]`` matrix."""
+def flat_float(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Observations as a ``[B, features]`` matrix of the network's floating dtype (float32 unless the trainer's
+    precision cast the weights, e.g. 64-true)."""
     if x.dim() != 2:
         x = x.flatten(1)
-    return x if x.dtype == torch.float32 else x.float()
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 def is_image_space(space: spaces.Space) -> bool:

@@ -3,7 +3,7 @@
 A rollout step acts on a handful of observations (8 CartPoles): a dozen tiny ops, where torch's per-op
 dispatch is most of the cost and numpy's is a fraction of it (benchmarks/update_step.py measures both). Used
 only where :meth:`NumpyActor.mirrors` finds the policy to be exactly the standard one (exact types, no
-observation normalization, float32 on the CPU), so a policy that changes anything is acted with by its own
+observation normalization, float32 on the CPU outside autocast), so a policy that changes anything is acted with by its own
 module. The arrays are views of the parameters (the optimizer's in-place updates show through; built per
 rollout, so replaced parameters are picked up), and the noise is drawn from torch's RNG exactly as
 :class:`Categorical` and :class:`DiagGaussian` draw it, so seeding and exact resume work as on the torch
@@ -34,6 +34,7 @@ class NumpyActor:
             and (policy.v_head is None or type(policy.v_head) is Linear)
             # the module's parameters move and cast together (Lightning's precision and device): one stands for all
             and _weight(head).device.type == "cpu" and _weight(head).dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")  # (bf16-mixed acts in bf16, inside the training step's autocast)
         )
 
     def __init__(self, policy: ActorCritic):
