@@ -249,20 +249,22 @@ def _logit_penalty(dist):
     return 0.3 * dist.mean.square().mean()
 
 
-class PenalizedPPO(PPO):
-    def loss(self, mb):
-        losses = super().loss(mb)
-        dist = self.policy.dist(mb["obs"])
-        outputs = dist.log_probs if isinstance(dist, lp.networks.Categorical) else dist.mean
-        return {**losses, "loss_output_penalty": 0.3 * outputs.square().mean()}
+class OutputPenalty:
+    """A researcher's extra loss term, as a mixin over any on-policy algorithm: a penalty on the policy's outputs."""
 
-
-class PenalizedA2C(A2C):
     def loss(self, batch):
         losses = super().loss(batch)
         dist = self.policy.dist(batch["obs"])
         outputs = dist.log_probs if isinstance(dist, lp.networks.Categorical) else dist.mean
         return {**losses, "loss_output_penalty": 0.3 * outputs.square().mean()}
+
+
+class PenalizedPPO(OutputPenalty, PPO):
+    pass
+
+
+class PenalizedA2C(OutputPenalty, A2C):
+    pass
 
 
 @pytest.mark.parametrize("cls, case", [(PenalizedPPO, "ppo_categorical"), (PenalizedPPO, "ppo_gaussian"),

@@ -142,12 +142,15 @@ class OnPolicyModule(RLModule):
         return losses
 
     def normalize_advantages(self, adv: Tensor) -> Tensor:
-        """(A − mean) / (std + 1e-8); finite for a minibatch of one; statistics over all ranks under DDP."""
-        stats = torch.stack([adv.sum(), adv.square().sum(), adv.new_tensor(float(adv.numel()))])
-        if self._trainer is not None and self.trainer.world_size > 1:
-            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        mean = stats[0] / stats[2]
-        var = (stats[1] / stats[2] - mean.square()).clamp_min(0.0)
+        """(A − mean) / (std + 1e-8) over the last dimension (each row of ``[minibatches, B]`` on its own); finite
+        for a minibatch of one; under DDP the statistics are every rank's together (one all-reduce)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return (adv - adv.mean(-1, keepdim=True)) / (adv.std(-1, correction=0, keepdim=True) + 1e-8)
+        count = torch.full_like(adv[..., 0], adv.shape[-1])
+        stats = torch.stack([adv.sum(-1), adv.square().sum(-1), count], -1)
+        stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
+        mean = (stats[..., 0] / stats[..., 2]).unsqueeze(-1)
+        var = (stats[..., 1:2] / stats[..., 2:3] - mean.square()).clamp_min(0.0)
         return (adv - mean) / (var.sqrt() + 1e-8)
 
 

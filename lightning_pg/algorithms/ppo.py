@@ -133,22 +133,22 @@ class PPO(OnPolicyModule):
     def minibatches(self, batch: dict[str, Tensor]) -> Iterator[dict[str, Tensor]]:
         """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch.
 
-        A minibatch that is the whole rollout (the CartPole zoo setting) needs no shuffle (same gradient),
-        no copies, and its advantages normalized only once.
+        Each epoch shuffles every field with one gather and normalizes every minibatch's advantages in one pass
+        (rows of a [minibatches, batch_size] view); the minibatches are then slices. A minibatch that is the
+        whole rollout (the CartPole zoo setting) needs no shuffle (same gradient) and is prepared once.
         """
         size, batch_size = len(batch["obs"]), self.hparams.batch_size
         keys = ("obs", "actions", "log_probs", "values", "advantages", "returns")
-        whole = None
+        if batch_size == size:
+            whole = {**batch, "advantages": self._advantages(batch["advantages"])}
+            yield from (whole for _ in range(self.hparams.n_epochs))
+            return
         for _ in range(self.hparams.n_epochs):
-            if batch_size == size:
-                whole = whole or {**batch, "advantages": self._advantages(batch["advantages"])}
-                yield whole
-                continue
             order = torch.randperm(size, device=self.device)
-            for start in range(0, size, batch_size):
-                mb = {k: batch[k][order[start : start + batch_size]] for k in keys}
-                mb["advantages"] = self._advantages(mb["advantages"])
-                yield mb
+            shuffled = {k: batch[k][order] for k in keys}
+            advantages = self._advantages(shuffled["advantages"].view(-1, batch_size))
+            for i, start in enumerate(range(0, size, batch_size)):
+                yield {**{k: v[start : start + batch_size] for k, v in shuffled.items()}, "advantages": advantages[i]}
 
     def _advantages(self, advantages: Tensor) -> Tensor:
         return self.normalize_advantages(advantages) if self.hparams.normalize_advantage else advantages

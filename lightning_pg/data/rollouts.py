@@ -88,7 +88,8 @@ class RolloutIterable(EnvIterable):
             t_idx, e_idx = zip(*cut_at)
             next_values[list(t_idx), list(e_idx)] = more[num_envs:]
         if isinstance(values, Tensor):  # the module's device
-            rewards, terminated, dones = (torch.as_tensor(a, device=values.device) for a in (rewards, terminated, dones))
+            rewards, terminated, dones = (torch.as_tensor(a, device=values.device)
+                                          for a in (rewards, terminated, dones))
         if self.reward_scaler is not None:
             rewards = self.reward_scaler(torch.as_tensor(rewards), dones)
             rewards = rewards if isinstance(values, Tensor) else rewards.numpy()

@@ -3,10 +3,11 @@ r"""The stochastic policy π(a|s) and the state value V(s) of REINFORCE, A2C and
 ``ActorCritic(body, pi_head, v_head, obs_rms)``: ``x = normalize(obs)`` (the identity unless observation
 normalization is on); ``policy(x) -> (dist, values)`` where ``body(x)[0]`` are the policy's features and
 ``body(x)[1]`` the value's (a ``[members, B, h]`` tensor or a pair), ``dist = pi_head(body(x)[0])`` and
-``values = v_head(body(x)[1]) [B]`` (None without a value head). The default body (:meth:`ActorCritic.build`) is two separate MLPs of the same sizes,
-Stable-Baselines3's default for MLP policies (sharing a body couples the value loss scale to the policy's
-features), stacked into one network (:class:`StackedMLP`, which the twin Q critics use too); images get
-two CNN encoders. Any ``nn.Module`` whose output indexes that way can be the body.
+``values = v_head(body(x)[1]) [B]`` (None without a value head). The default body (:meth:`ActorCritic.build`)
+is two separate MLPs of the same sizes, Stable-Baselines3's default for MLP policies (sharing a body couples
+the value loss scale to the policy's features), stacked into one network (:class:`StackedMLP`, which the
+twin Q critics use too); images get two CNN encoders. Any ``nn.Module`` whose output indexes that way can be
+the body.
 
 Distributions (plain tensors, so they export; tests check them against ``torch.distributions``):
 :class:`Categorical` (logits ``[B, n]``, actions ``[B]`` long) and :class:`DiagGaussian` (mean ``[B, d]``,
@@ -50,7 +51,9 @@ class Categorical:
 
 
 class DiagGaussian:
-    """π(a|s) = N(mean, diag(exp(log_std)²)). Shapes: mean ``[B, d]``, log_std ``[d]`` or ``[B, d]``, actions ``[B, d]``."""
+    """π(a|s) = N(mean, diag(exp(log_std)²)).
+
+    Shapes: mean ``[B, d]``, log_std ``[d]`` or ``[B, d]``, actions ``[B, d]``."""
 
     def __init__(self, mean: Tensor, log_std: Tensor):
         self.mean = mean.float()
@@ -202,7 +205,8 @@ class Linear(nn.Module):
     def orthogonal_(self, gain: float) -> None:
         """Orthogonal weights as ``nn.init.orthogonal_`` makes them for ``nn.Linear`` ([out, in]), zero bias."""
         rows = 1 if self.weight.dim() == 1 else self.weight.shape[1]
-        self.weight.copy_(nn.init.orthogonal_(torch.empty(rows, self.weight.shape[0]), gain).T.reshape(self.weight.shape))
+        weight = nn.init.orthogonal_(torch.empty(rows, self.weight.shape[0]), gain)
+        self.weight.copy_(weight.T.reshape(self.weight.shape))
         self.bias.zero_()
 
 
