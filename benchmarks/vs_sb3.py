@@ -13,7 +13,8 @@ processes, one at a time. By default both run as a user runs them: ours is the c
 everything it does (evaluation every ``eval_every`` env steps, best.ckpt and last.ckpt on the config's
 schedule, the default W&B logger in offline mode, the progress bar); SB3 gets an ``EvalCallback`` on the same
 schedule (the same number of deterministic episodes, saving its best model) and a ``CheckpointCallback``
-every ``checkpoint.every_n_env_steps`` (it logs nowhere: W&B's start-up is ours alone to pay). ``--plain``
+every ``checkpoint.every_n_env_steps``; it logs nowhere unless ``--sb3-wandb`` gives it an offline W&B run
+with its rollout statistics logged every 1,000 env steps, as our CLI logs by default. ``--plain``
 runs the training calls bare instead: ours without evaluation, logger or progress bar, SB3's ``learn()``
 without callbacks. ``--without`` switches lightning_pg's fast paths off (``benchmarks/without.py``), to
 show what each buys. For each run it prints:
@@ -135,7 +136,8 @@ def our_hparams(config: str) -> tuple[str, dict]:
     return name, dict(model.hparams)
 
 
-def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str, schedule_json: str) -> None:
+def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str, schedule_json: str,
+               wandb_too: str = "") -> None:
     """Train SB3 in this process with our hyperparameters; print the fit time; save the model.
 
     The hyperparameters come as JSON from the driver, so this process never imports lightning_pg (its
@@ -170,9 +172,28 @@ def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str, sc
                                           eval_freq=max(schedule["eval_every"] // hp["num_envs"], 1),
                                           best_model_save_path=folder, deterministic=True, verbose=0))
         callbacks.append(CheckpointCallback(max(schedule["checkpoint_every"] // hp["num_envs"], 1), folder))
+    if wandb_too:  # an offline W&B run that gets SB3's rollout statistics every 1,000 env steps
+        import wandb
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        run = wandb.init(project="sb3", dir=os.path.dirname(out), mode="offline", config=hp)
+
+        class LogToWandb(BaseCallback):
+            def _on_step(self) -> bool:
+                if self.num_timesteps // 1000 != (self.num_timesteps - hp["num_envs"]) // 1000:
+                    stats = {k: v for k, v in self.model.logger.name_to_value.items()}
+                    infos = self.model.ep_info_buffer
+                    if infos:
+                        stats["train/episode_return"] = sum(i["r"] for i in infos) / len(infos)
+                    run.log({**stats, "time/env_steps": self.num_timesteps})
+                return True
+
+        callbacks.append(LogToWandb())
     start = time.perf_counter()
     model.learn(steps, callback=callbacks)
     print(f"FIT_SECONDS {time.perf_counter() - start:.4f}", flush=True)
+    if wandb_too:
+        run.finish()
     model.save(out)
     if isinstance(env, VecNormalize):
         env.save(out + ".vecnormalize.pkl")
@@ -228,7 +249,7 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
 
 
 def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, plain: bool, without: str = "",
-             ours_args: list[str] = ()) -> dict:
+             ours_args: list[str] = (), sb3_wandb: bool = False) -> dict:
     config = f"configs/{case}.yaml"
     spec = yaml.safe_load(open(REPO / config))
     budget = steps or spec["model"]["init_args"]["total_timesteps"]
@@ -243,7 +264,7 @@ def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, p
     schedule = {} if plain else {"eval_every": hparams["eval_every"], "eval_episodes": hparams["eval_episodes"],
                                  "checkpoint_every": spec.get("checkpoint", {}).get("every_n_env_steps", 10_000)}
     sb3_cmd = [sys.executable, __file__, "--sb3-worker", name, json.dumps(hparams), str(budget), str(seed), sb3_out,
-               json.dumps(schedule)]
+               json.dumps(schedule), "wandb" if sb3_wandb and not plain else ""]
     row = {}
     for kind, cmd in (("ours", ours_cmd), ("sb3", sb3_cmd)):
         wall, out = timed(cmd, env)
@@ -261,7 +282,8 @@ def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, p
 
 def main() -> None:
     if sys.argv[1:2] == ["--sb3-worker"]:
-        return sb3_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7])
+        return sb3_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7],
+                          sys.argv[8])
     if sys.argv[1:2] == ["--eval-worker"]:
         return eval_worker(*sys.argv[2:5])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,6 +293,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plain", action="store_true",
                         help="bare training calls: ours without evaluation, logger or progress bar; SB3 without callbacks")
+    parser.add_argument("--sb3-wandb", action="store_true",
+                        help="SB3 logs to an offline W&B run too, as our CLI does by default (not with --plain)")
     parser.add_argument("--without", default="", help="lightning_pg fast paths to switch off (see benchmarks/without.py)")
     parser.add_argument("--ours-args", default="",
                         help="extra CLI args for our runs, e.g. --ours-args='--model.matmul_precision=highest'")
@@ -279,6 +303,7 @@ def main() -> None:
     env.pop("WANDB_MODE", None)  # the CLI's own default: offline
     workdir = tempfile.mkdtemp(prefix="vs_sb3_")
     print(f"mode: {'plain training calls' if args.plain else 'as a user runs it'}"
+          f"{'; SB3 with W&B too' if args.sb3_wandb and not args.plain else ''}"
           f"{'; lightning_pg without ' + args.without if args.without else ''}", flush=True)
     print(f"{'case':16s} {'run':>3s} | {'ours wall':>9s} {'sb3 wall':>9s} {'ratio':>6s} | {'ours fit':>8s} {'sb3 fit':>8s} "
           f"{'ratio':>6s} | {'ours sps':>8s} {'sb3 sps':>8s} | {'ours eval':>9s} {'sb3 eval':>9s}", flush=True)
@@ -287,7 +312,7 @@ def main() -> None:
         ratios = {"wall": [], "fit": []}
         for run in range(args.repeats):
             r = run_case(case, args.steps, args.seed + run, workdir, env, args.plain, args.without,
-                         shlex.split(args.ours_args))
+                         shlex.split(args.ours_args), args.sb3_wandb)
             o, s = r["ours"], r["sb3"]
             ratios["wall"].append(o["wall"] / s["wall"])
             ratios["fit"].append(o["fit"] / s["fit"])

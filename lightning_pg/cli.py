@@ -27,7 +27,6 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_pg.algorithms import RLModule
-from lightning_pg.algorithms.base import check
 from lightning_pg.callbacks import RLCheckpoint
 from lightning_pg.errors import ConfigError, LightningPGError
 
@@ -75,9 +74,13 @@ class RLCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("torch_threads") is not None:
-            check(config.torch_threads >= 1, "torch_threads", config.torch_threads, "an integer >= 1, or null")
-            torch.set_num_threads(config.torch_threads)
+        threads = config.get("torch_threads")
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"Invalid torch_threads={threads}: it must be an integer >= 1, or null for torch's "
+                                  "default. Fix: set torch_threads at the top level of your config or pass "
+                                  "--torch_threads N.")
+            torch.set_num_threads(threads)
 
     def _parse_ckpt_path(self) -> None:
         # Lightning would replace the config's model by the checkpoint's hyperparameters; here the config

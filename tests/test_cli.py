@@ -123,6 +123,7 @@ BAD_INPUTS = {
     "gamma out of range": (["--model.gamma=1.5"], "Invalid hyperparameter gamma=1.5"),
     "non-positive budget": (["--model.total_timesteps=0"], "Invalid hyperparameter total_timesteps=0"),
     "zero envs": (["--model.num_envs=0"], "Invalid hyperparameter num_envs=0"),
+    "zero torch threads": (["--torch_threads=0"], "Invalid torch_threads=0"),
     "unknown hyperparameter": (["--model.not_a_param=3"], "REINFORCE has no hyperparameter 'not_a_param'"),
     "missing checkpoint": (["--ckpt_path=/no/such.ckpt"], "--ckpt_path /no/such.ckpt does not exist"),
     "missing config": (["--config=/no/such.yaml"], "File does not exist"),
