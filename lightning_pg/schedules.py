@@ -7,6 +7,7 @@ of ``total_timesteps``. A schedule is called with the remaining progress, 1 at t
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Union
 
 Schedule = Callable[[float], float]
@@ -15,6 +16,14 @@ ScheduleSpec = Union[float, str]
 
 def parse_schedule(spec: ScheduleSpec) -> Schedule | None:
     """A callable for ``spec``, or None when ``spec`` is not a valid schedule (the caller reports it)."""
+    try:
+        return _parse(spec)
+    except TypeError:  # unhashable, so no number or string either
+        return None
+
+
+@functools.lru_cache(maxsize=None)  # read for every minibatch (PPO's clip range): each spec is parsed once
+def _parse(spec: ScheduleSpec) -> Schedule | None:
     try:
         if isinstance(spec, str) and spec.startswith("lin_"):
             start = float(spec[4:])
