@@ -19,7 +19,6 @@ from torch import Tensor
 
 from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.on_policy import OnPolicyModule
-from lightning_pg.data.rollouts import RolloutIterable
 
 
 class A2C(OnPolicyModule):
@@ -52,11 +51,6 @@ class A2C(OnPolicyModule):
         check(isinstance(n_steps, int) and n_steps >= 1, "n_steps", n_steps, "an integer >= 1")
         check(0.0 <= gae_lambda <= 1.0, "gae_lambda", gae_lambda, "in [0, 1]")
         check(rms_prop_eps > 0, "rms_prop_eps", rms_prop_eps, "> 0")
-
-    def make_data(self) -> RolloutIterable:
-        hp = self.hparams
-        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor,
-                               self.ret_rms)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         dist, values = self.policy(batch["obs"])                                # π(·|s), V(s)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_pg.algorithms.base import RLModule, check
-from lightning_pg.data.rollouts import TorchActor
+from lightning_pg.data.rollouts import RolloutIterable, TorchActor
 from lightning_pg.networks import ActorCritic, RunningMeanStd
 from lightning_pg.networks.encoders import ACTIVATIONS
 from lightning_pg.networks.numpy_actor import NumpyActor
@@ -98,6 +98,12 @@ class OnPolicyModule(RLModule):
         return NumpyActor(self.policy) if NumpyActor.mirrors(self.policy) else TorchActor(self.policy, self.device)
 
     # ---- training ---------------------------------------------------------------------------------------
+    def make_data(self) -> RolloutIterable:
+        """n-step rollouts with GAE (A2C, PPO; REINFORCE plays whole episodes instead)."""
+        hp = self.hparams
+        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor,
+                               self.ret_rms)
+
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``loss_*`` terms (summed into the objective) and detached stats; see each algorithm."""
         raise NotImplementedError

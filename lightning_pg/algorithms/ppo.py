@@ -16,7 +16,6 @@ from torch import Tensor
 
 from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
-from lightning_pg.data.rollouts import RolloutIterable
 from lightning_pg.schedules import ScheduleSpec, parse_schedule
 
 
@@ -76,11 +75,6 @@ class PPO(OnPolicyModule):
             ok = (spec is None and name == "clip_range_vf") or (schedule is not None and schedule(1.0) > 0)
             check(ok, name, spec, "> 0, or a schedule such as 'lin_0.2'" + (", or null" if spec is None else ""))
         check(target_kl is None or target_kl > 0, "target_kl", target_kl, "> 0 or null")
-
-    def make_data(self) -> RolloutIterable:
-        hp = self.hparams
-        return RolloutIterable(self, self.env_settings, hp.n_steps, hp.gamma, hp.gae_lambda, self.rollout_actor,
-                               self.ret_rms)
 
     def loss(self, mb: dict[str, Tensor]) -> dict[str, Tensor]:
         """The clipped surrogate, value and entropy terms on a minibatch whose advantages are normalized."""

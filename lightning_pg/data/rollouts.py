@@ -30,12 +30,12 @@ class TorchActor:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        x = self.policy.observe(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
+        x = self.policy.observe(as_tensor(obs).to(self.device))
         return x, *self.policy.act(x)
 
     @torch.no_grad()
     def value(self, obs: np.ndarray) -> Tensor:
-        return self.policy.value(self.policy.normalize(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device)))
+        return self.policy.value(self.policy.normalize(as_tensor(obs).to(self.device)))
 
 
 class RolloutIterable(EnvIterable):

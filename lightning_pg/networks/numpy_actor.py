@@ -4,8 +4,8 @@ A rollout step acts on a handful of observations (8 CartPoles): a dozen tiny ops
 dispatch is most of the cost and numpy's is a fraction of it (``benchmarks/vs_sb3.py --without numpy_actor``
 shows what it buys). Used only where :meth:`NumpyActor.mirrors` finds the policy to be exactly the standard
 one (exact types, no observation normalization, float32 on the CPU outside autocast), so a policy that
-changes anything is acted with by its own module. The arrays are views of the parameters (the optimizer's in-place updates show through; built per
-rollout, so replaced parameters are picked up), and the noise is drawn from torch's RNG exactly as
+changes anything is acted with by its own module. The arrays are views of the parameters (the optimizer's
+in-place updates show through; built per rollout, so replaced parameters are picked up), and the noise is drawn from torch's RNG exactly as
 :class:`Categorical` and :class:`DiagGaussian` draw it, so seeding and exact resume work as on the torch
 path. Actions, log-probs and values agree with the module's to float rounding (tests).
 """
