@@ -32,8 +32,12 @@ class ActionNoise:
     def state_dict(self) -> dict[str, Tensor]:
         return {"state": self.state.clone()}
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, Tensor]) -> bool:
+        """Restore the process where it fits (the same num_envs and action size); False when it restarts at 0."""
+        if state["state"].shape != self.state.shape:
+            return False
         self.state.copy_(state["state"])
+        return True
 
 
 class NormalActionNoise(ActionNoise):

@@ -1,9 +1,14 @@
 """Tiny networks gain nothing from intra-op threads, and 2 threads per process on a 2-core machine that is
 busy elsewhere make every op wait on a spinning peer (a 64x64 MLP step took 17 ms instead of 0.2 ms):
-the tests and the CLI subprocesses they start run single-threaded."""
+the tests and the CLI subprocesses they start run single-threaded.
+
+The key that signs checkpoints' env state (lightning_pg.trust) lives in a folder of this test session, not in
+the user's ~/.config; the CLI subprocesses inherit it."""
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("LIGHTNING_PG_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="lightning_pg_key_"), "checkpoint.key"))
 
 import torch  # noqa: E402
 

@@ -27,7 +27,8 @@ SMOKE_OVERRIDES = {
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_runs_through_the_cli(tmp_path, config):
     init = yaml.safe_load((REPO / "configs" / config).read_text())["model"]["init_args"]
-    budget = min(init.get("total_timesteps", 100_000), 2_000)
+    one_batch = init.get("n_steps", 1) * init.get("num_envs", 1)  # a budget below it is refused at start
+    budget = min(init.get("total_timesteps", 100_000), max(2_000, one_batch))
     overrides = SMOKE_OVERRIDES.get(config, [f"--model.total_timesteps={budget}"])
     budget = min([budget, *(int(o.split("=")[1]) for o in overrides if o.startswith("--model.total_timesteps="))])
     overridden = {o.split("=")[0].removeprefix("--model.") for o in overrides}

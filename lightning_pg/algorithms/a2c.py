@@ -51,6 +51,7 @@ class A2C(OnPolicyModule):
         check(isinstance(n_steps, int) and n_steps >= 1, "n_steps", n_steps, "an integer >= 1")
         check(0.0 <= gae_lambda <= 1.0, "gae_lambda", gae_lambda, "in [0, 1]")
         check(rms_prop_eps > 0, "rms_prop_eps", rms_prop_eps, "> 0")
+        self.check_rollout(n_steps)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         dist, values = self.policy(batch["obs"])                                # π(·|s), V(s)

@@ -14,6 +14,7 @@ An algorithm subclasses :class:`RLModule` and provides four things:
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Iterator
 
@@ -32,10 +33,31 @@ from lightning_pg.errors import ConfigError, TrainingDiverged
 from lightning_pg.optim import adam, contiguous
 from lightning_pg.optimizer_steps import OptimizerSteps
 from lightning_pg.schedules import ScheduleSpec, crossed, parse_schedule
+from lightning_pg.trust import check_saved_hyperparameters, read_checkpoint
 
 EVAL_SEED = 1_000_000  # evaluation episodes start from the same states every time: comparable across evals
 #: the layout of lightning_pg's checkpoints; 2 since the on-policy rework (stacked bodies, [in, out] heads)
 CHECKPOINT_FORMAT = 2
+DEFAULT_NETWORK = [64, 64]  # hidden sizes of each MLP when ``network`` is not given
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can still give: Linux's MemAvailable, else the physical memory, None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.0f} MiB"
 
 
 def check(ok: bool, name: str, value: Any, expected: str) -> None:
@@ -66,6 +88,8 @@ class RLModule(pl.LightningModule):
     supported_action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box)
     #: whether the algorithm needs finite action bounds (it squashes or rescales into them)
     needs_bounded_actions = False
+    #: MLPs of ``network``'s sizes the algorithm keeps (policy, value, critics, target copies): the memory estimate
+    network_copies = 2
 
     def __init__(
         self,
@@ -98,7 +122,7 @@ class RLModule(pl.LightningModule):
             "network", network, "a list of positive layer sizes such as [64, 64]",
         )
         check(log_every >= 1, "log_every", log_every, "an integer >= 1")
-        self.network = list(network) if network is not None else [64, 64]
+        self.network = list(network if network is not None else DEFAULT_NETWORK)
 
         env = make_env(env_id, env_kwargs)
         self.observation_space, self.action_space = env.observation_space, env.action_space
@@ -113,6 +137,9 @@ class RLModule(pl.LightningModule):
             self.supported_action_spaces, env_id, self.needs_bounded_actions,
         )
 
+        self.check_first_batch(num_envs, "num_envs")
+        self.check_memory({"the networks and their optimizer state": self._network_bytes()})
+
         self.log_due = True  # set per batch in training: whether update() should compute its logged diagnostics
         self.num_timesteps = 0  # env steps taken so far, all envs and ranks (SB3's name); checkpointed
         self.stop_signal: int | None = None  # set by the checkpoint callback when Ctrl+C/SIGTERM stopped the fit
@@ -123,6 +150,38 @@ class RLModule(pl.LightningModule):
         self.last_episode_return: float | None = None
         self._log_clock = (0, time.perf_counter())
         self._checkpoint_data_state: list[dict[str, Any]] | None = None  # the train iterable's, see on_train_start
+
+    # ---- sizes checked at start --------------------------------------------------------------------------
+    def check_first_batch(self, env_steps: int, made_of: str) -> None:
+        """Refuse a first batch larger than the whole budget (the run would overshoot it that many times)."""
+        total = self.hparams.total_timesteps
+        if env_steps > total:
+            raise ConfigError(
+                f"Each batch of {type(self).__name__} takes at least {env_steps} env steps ({made_of}), more than "
+                f"total_timesteps={total}: the run would overshoot its budget {env_steps / total:.0f}-fold. Fix: "
+                f"lower num_envs (or the steps per env per batch), or raise total_timesteps above {env_steps}."
+            )
+
+    def check_memory(self, parts: dict[str, int]) -> None:
+        """Refuse sizes whose memory (estimated from the settings, before anything is allocated) exceeds what
+        this machine has available; say what a run of more than 1 GiB takes."""
+        need, have = sum(parts.values()), available_memory()
+        detail = ", ".join(f"{what} about {gib(n)}" for what, n in parts.items())
+        if have is not None and need > have:
+            raise ConfigError(
+                f"{type(self).__name__} with these settings needs {detail}: more than the {gib(have)} of memory "
+                "available here. Fix: make network, n_steps * num_envs or buffer_size smaller (whichever is large "
+                "above), or run on a machine with more memory."
+            )
+        if need >= 2**30:
+            rank_zero_info(f"{type(self).__name__}: {detail}.")
+
+    def _network_bytes(self) -> int:
+        """float32 weights, gradients and two Adam moments of ``network_copies`` MLPs of ``network``'s sizes."""
+        obs = 0 if len(self.observation_space.shape) == 3 else int(np.prod(self.observation_space.shape))
+        act = int(getattr(self.action_space, "n", 0) or np.prod(self.action_space.shape or (1,)))
+        sizes = [obs + act, *self.network, act]
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:])) * 4 * 4 * self.network_copies
 
     # ---- what each algorithm provides -------------------------------------------------------------------
     def make_data(self) -> Iterator[dict[str, Any]]:
@@ -321,25 +380,58 @@ class RLModule(pl.LightningModule):
             "wandb_run_id": self._wandb_run_id(),
         }
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``, safe on files from others: the file is first read as plain data
+        (``weights_only``), and saved hyperparameters that name code must name what this process has imported
+        itself (see :mod:`lightning_pg.trust`); anything else is refused in one paragraph. ``kwargs`` override
+        saved hyperparameters, as in Lightning."""
+        saved = read_checkpoint(checkpoint_path).get("hyper_parameters") or {}
+        check_saved_hyperparameters({k: v for k, v in saved.items() if k not in kwargs}, cls, checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+
+    def check_checkpoint(self, checkpoint: dict[str, Any], path: Any = "This checkpoint") -> dict[str, Any]:
+        """Raise a one-paragraph :class:`ConfigError` unless ``checkpoint`` is lightning_pg's, of this layout,
+        algorithm and network sizes; returns its ``lightning_pg`` section. (The CLI calls it before anything is
+        written; Lightning's restore calls it through ``on_load_checkpoint``.)"""
         state = checkpoint.get("lightning_pg")
-        if state is None:
+        if not isinstance(state, dict):
             raise ConfigError(
-                "This checkpoint was not written by lightning_pg (it has no 'lightning_pg' section). "
-                "Fix: pass a last.ckpt or best.ckpt from a lightning_pg run's checkpoints/ folder."
+                f"{path} was not written by lightning_pg (it has no 'lightning_pg' section: a bare torch.save file "
+                "or another library's checkpoint). Fix: pass a last.ckpt or best.ckpt from a lightning_pg run's "
+                "checkpoints/ folder."
             )
         if state.get("format", 1) != CHECKPOINT_FORMAT:
             raise ConfigError(
-                f"This checkpoint was written by a lightning_pg whose networks and data are laid out differently "
+                f"{path} was written by a lightning_pg whose networks and data are laid out differently "
                 f"(checkpoint format {state.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}). Fix: load it "
                 "with the lightning_pg version that wrote it (0.1.x writes format 1), or train anew with this one."
             )
-        if state["algorithm"] != type(self).__name__:
+        if state.get("algorithm") != type(self).__name__:
             raise ConfigError(
-                f"The checkpoint holds a {state['algorithm']} model, but the config builds {type(self).__name__}. "
-                f"Fix: use the config of the run that wrote it (model class_path lightning_pg.{state['algorithm']}), "
+                f"{path} holds a {state.get('algorithm')} model, but the config builds {type(self).__name__}. "
+                f"Fix: use the config of the run that wrote it (model class_path lightning_pg.{state.get('algorithm')}), "
                 "or a checkpoint of this algorithm."
             )
+        saved = checkpoint.get("state_dict") or {}
+        ours = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        theirs = {k: tuple(getattr(v, "shape", ())) for k, v in saved.items()}
+        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        if differ:
+            first = differ[0]
+            saved_network = (checkpoint.get("hyper_parameters") or {}).get("network") or DEFAULT_NETWORK
+            raise ConfigError(
+                f"{path} holds networks of other sizes than the config builds ({len(differ)} tensors differ; "
+                f"{first} is {list(theirs[first]) if first in theirs else 'absent'} in the checkpoint and "
+                f"{list(ours[first]) if first in ours else 'absent'} here; the checkpoint's network is "
+                f"{saved_network}, the config's {self.network}). Fix: use the config of the run that wrote it "
+                "(its network and env settings; the run folder keeps it as config.yaml), or train anew."
+            )
+        return state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = self.check_checkpoint(checkpoint)
         self.num_timesteps = int(state["num_timesteps"])
         self._checkpoint_data_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get(
             "combined_loader")
@@ -391,7 +483,19 @@ class RLModule(pl.LightningModule):
             logger.log_metrics(metrics, step=self.num_timesteps)
             logger.save()  # we log rarely (every log_every env steps), so flush each time
 
+    def check_budget_left(self, done: int) -> None:
+        """Refuse to resume a run whose checkpoint has reached the budget (it would only rewrite last.ckpt)."""
+        total = self.hparams.total_timesteps
+        if done >= total:
+            raise ConfigError(
+                f"The checkpoint has already taken {done} env steps and total_timesteps is {total}: nothing is left "
+                f"to train, and resuming would only rewrite its last.ckpt. Fix: raise --model.total_timesteps above "
+                f"{done} to train on, or evaluate it with `python -m lightning_pg validate`."
+            )
+
     def on_fit_start(self) -> None:
+        if self.num_timesteps:  # restored (or fitted before)
+            self.check_budget_left(self.num_timesteps)
         self._log_clock = (self.num_timesteps, time.perf_counter())
         self._fit_clock = (self.num_timesteps, time.perf_counter())
         if self.trainer.world_size > 1:  # seed_everything gives every rank the same stream: decorrelate the

@@ -14,11 +14,18 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.off_policy import OffPolicyModule
-from lightning_pg.networks import DeterministicActor, QCritics, frozen_copy, no_weight_grads, polyak_update
+from lightning_pg.networks import (
+    DeterministicActor,
+    QCritics,
+    frozen_copy,
+    no_weight_grads,
+    polyak_update,
+)
 from lightning_pg.networks.encoders import ACTIVATIONS
 from lightning_pg.noise import NOISES
 
@@ -113,7 +120,8 @@ class DDPG(OffPolicyModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.noise is not None and "noise" in checkpoint["off_policy"]:
-            self.noise.load_state_dict(checkpoint["off_policy"]["noise"])
+            if not self.noise.load_state_dict(checkpoint["off_policy"]["noise"]):
+                rank_zero_warn("The checkpoint's exploration noise is for another num_envs: it restarts at 0.")
 
     def configure_optimizers(self) -> Any:
         lr = self.scheduled(self.hparams.learning_rate)

@@ -42,6 +42,7 @@ class OffPolicyModule(RLModule):
 
     supported_action_spaces = (spaces.Box,)
     needs_bounded_actions = True
+    network_copies = 6  # actor, two critics, and their target copies
 
     def __init__(
         self,
@@ -70,6 +71,12 @@ class OffPolicyModule(RLModule):
             raise EnvError(f"{type(self).__name__} takes vector observations and a 1-D Box action space, but '{env_id}' "
                            f"has {self.observation_space} and {self.action_space}. Fix: flatten them with a wrapper.")
         self.act_dim = int(self.action_space.shape[0])
+        self.check_first_batch(train_freq * num_envs, f"train_freq * num_envs = {train_freq} * {num_envs}")
+        dtype = self.observation_space.dtype  # float observations are stored as float32 (see ReplayBuffer)
+        row = 2 * int(np.prod(self.observation_space.shape)) * (4 if dtype.kind == "f" else dtype.itemsize) \
+            + 4 * self.act_dim + 6  # obs, next_obs, actions, reward, two flags
+        self.check_memory({"the networks and their optimizer state": self._network_bytes(),
+                           "the replay buffer (and its copy in a checkpoint)": buffer_size * row * (2 if save_replay_buffer else 1)})
         self.num_updates = 0  # gradient steps so far (SB3's _n_updates; TD3's policy delay counts them)
         self.replay: ReplayIterable | None = None
 

@@ -75,6 +75,7 @@ class PPO(OnPolicyModule):
             ok = (spec is None and name == "clip_range_vf") or (schedule is not None and schedule(1.0) > 0)
             check(ok, name, spec, "> 0, or a schedule such as 'lin_0.2'" + (", or null" if spec is None else ""))
         check(target_kl is None or target_kl > 0, "target_kl", target_kl, "> 0 or null")
+        self.check_rollout(n_steps)
 
     def loss(self, mb: dict[str, Tensor]) -> dict[str, Tensor]:
         """The clipped surrogate, value and entropy terms on a minibatch whose advantages are normalized."""

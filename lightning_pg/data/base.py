@@ -14,6 +14,7 @@ from torch.utils.data import IterableDataset
 from lightning_pg.envs import env_seed, make_vec_env
 from lightning_pg.errors import EnvError
 from lightning_pg.networks import RunningMeanStd
+from lightning_pg.trust import sign, signed_by_this_user
 
 if TYPE_CHECKING:
     from lightning_pg.algorithms.base import RLModule
@@ -171,12 +172,14 @@ class EnvIterable(IterableDataset):
         checkpoint, at a batch boundary): every RNG stream, the envs themselves where they pickle (the
         sub-envs' states and seeds, the action-space sampler), the latest observations, the return and
         length of each episode in progress and the reward normalizer's running returns. Tensors and bytes
-        only, so the checkpoint loads with ``torch.load(weights_only=True)``."""
+        only, so the checkpoint loads with ``torch.load(weights_only=True)``; the envs' bytes are signed with
+        this user's key and unpickled on resume only when the signature holds (:mod:`lightning_pg.trust`)."""
         state: dict[str, Any] = {"rng": rng_state(), "envs": None, "obs": None, "discounted_return": None,
                                  "episode_return": None, "episode_length": None, "env_config": repr(self.settings)}
         if self.envs is not None:
             try:
                 state["envs"] = pickle.dumps(self.envs)
+                state["envs_signature"] = sign(state["envs"])
             except Exception as exc:  # noqa: BLE001 - e.g. Box2D worlds: documented fallback below
                 if not self._warned_unpicklable:
                     self._warned_unpicklable = True
@@ -201,18 +204,32 @@ class EnvIterable(IterableDataset):
                            "(exact resume is single-process).")
             return
         set_rng_state(state["rng"])
-        if state.get("env_config") != repr(self.settings):
-            rank_zero_warn("The env settings differ from the checkpoint's (env_id, env_kwargs or num_envs): "
-                           "building fresh envs instead of restoring the saved ones.")
-        elif state.get("envs") is not None:
-            self.close()
-            self.envs = pickle.loads(state["envs"])
-            self.obs = None if state["obs"] is None else state["obs"].numpy()
-            if self.obs is not None:  # the open episodes go on: so do their counters
-                self.episode_return = state["episode_return"].numpy().copy()
-                self.episode_length = state["episode_length"].numpy().copy()
-        if self.reward_scaler is not None and state.get("discounted_return") is not None:
+        if self._restore_envs(state) and self.reward_scaler is not None and state.get("discounted_return") is not None:
             self.reward_scaler.discounted_return = state["discounted_return"].to(self.module.device)
+
+    def _restore_envs(self, state: dict[str, Any]) -> bool:
+        """Put back the saved envs and their open episodes when they are this run's and signed by this user;
+        otherwise leave them to be rebuilt (seeded from the restored RNG) and say what restarts."""
+        fresh = ("building fresh envs seeded from the saved RNG: the episodes open at the checkpoint and the reward "
+                 "normalizer's running returns restart; the weights, optimizer, counters, normalizer statistics "
+                 "and replay buffer resume.")
+        if state.get("env_config") != repr(self.settings):
+            rank_zero_warn(f"The env settings (env_id, env_kwargs or num_envs) differ from the checkpoint's: {fresh}")
+            return False
+        if state.get("envs") is None:
+            return False  # they did not pickle (e.g. Box2D): warned about when saving
+        if not signed_by_this_user(state["envs"], state.get("envs_signature")):
+            rank_zero_warn("This checkpoint's environment state is not signed by this user (it was written on "
+                           "another machine or account, or altered), so it is not unpickled (it could run code): "
+                           + fresh)
+            return False
+        self.close()
+        self.envs = pickle.loads(state["envs"])  # bytes this user's key signed: see lightning_pg.trust
+        self.obs = None if state["obs"] is None else state["obs"].numpy()
+        if self.obs is not None:  # the open episodes go on: so do their counters
+            self.episode_return = state["episode_return"].numpy().copy()
+            self.episode_length = state["episode_length"].numpy().copy()
+        return True
 
     def close(self) -> None:
         if self.envs is not None:

@@ -1,4 +1,4 @@
-"""Build gymnasium environments: registered ids or ``"package.module:ClassName"`` entry points.
+"""Build gymnasium environments: registered ids or ``"package.module:ClassName"`` entry points (Env subclasses).
 
 One autoreset mode everywhere: ``AutoresetMode.SAME_STEP``. A sub-environment that ends is reset inside the
 same ``step`` call; the observation returned is the first of the new episode and the true last observation
@@ -11,44 +11,62 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from lightning_pg.errors import EnvError
 
-__all__ = ["make_env", "make_vec_env", "check_spaces", "env_seed"]
+__all__ = ["check_entry_point", "make_env", "make_vec_env", "check_spaces", "env_seed"]
 
 
-def _spec(env_id: str) -> str | gym.envs.registration.EnvSpec:
-    """A registered id as is; ``"pkg.module:ClassName"`` as an unregistered EnvSpec gymnasium can make."""
-    if ":" in env_id and env_id.split(":", 1)[0] not in gym.registry:
-        module_name, _, attr = env_id.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise EnvError(
-                f"Cannot import module '{module_name}' for the environment entry point '{env_id}' ({exc}). "
-                "Fix: make the package importable (install it, or add its folder to PYTHONPATH) and give the "
-                "entry point as 'package.module:ClassName'."
-            ) from None
-        if f"{module_name}:{attr}" in gym.registry or attr in gym.registry:  # gymnasium's 'module:Env-v0'
-            return attr if attr in gym.registry else f"{module_name}:{attr}"
-        if not callable(getattr(module, attr, None)):
-            raise EnvError(
-                f"Module '{module_name}' has no environment class or factory named '{attr}' (entry point "
-                f"'{env_id}'). Fix: check the spelling, or register the env with gymnasium.register and pass its id."
-            )
-        return gym.envs.registration.EnvSpec(id=attr, entry_point=env_id)
-    return env_id
+def check_entry_point(env_id: Any, import_modules: bool = True, source: str = "the config") -> str | EnvSpec:
+    """What ``gymnasium.make`` gets for ``env_id``: a registered id as is, or for ``"package.module:ClassName"``
+    an unregistered EnvSpec of that ``gymnasium.Env`` subclass.
+
+    Nothing else is accepted as an entry point: a config or checkpoint that names ``os:system`` would otherwise
+    have it called. With ``import_modules=False`` (hyperparameters read from a checkpoint) the module must
+    already be imported: a file never decides what this process imports.
+    """
+    if not isinstance(env_id, str) or ":" not in env_id or env_id in gym.registry:
+        return env_id
+    module_name, _, attr = env_id.partition(":")
+    if module_name not in sys.modules and not import_modules:
+        raise EnvError(
+            f"{source[0].upper()}{source[1:]} names the environment entry point '{env_id}', whose module is not "
+            "imported; lightning_pg imports nothing because a file says so. Fix: import the module that defines "
+            f"the env first (`import {module_name}`), then load the checkpoint."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EnvError(
+            f"Cannot import module '{module_name}' for the environment entry point '{env_id}' ({exc}). "
+            "Fix: make the package importable (install it, or add its folder to PYTHONPATH) and give the "
+            "entry point as 'package.module:ClassName'."
+        ) from None
+    if f"{module_name}:{attr}" in gym.registry or attr in gym.registry:  # gymnasium's 'module:Env-v0'
+        return attr if attr in gym.registry else f"{module_name}:{attr}"
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, gym.Env)):
+        found = "nothing" if cls is None else f"a {type(cls).__name__}, not a gymnasium.Env subclass"
+        raise EnvError(
+            f"The environment entry point '{env_id}' in {source} names {found}. An entry point must be a "
+            "gymnasium.Env subclass (a factory function or any other callable is refused: a file could name "
+            "os:system). Fix: give 'package.module:EnvClass', or register the env with gymnasium.register and "
+            "pass its id."
+        )
+    return EnvSpec(id=attr, entry_point=env_id)
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any) -> gym.Env:
     """One environment; errors become a one-paragraph :class:`EnvError` that names the fix."""
-    spec = _spec(env_id)
+    spec = check_entry_point(env_id)
     try:
         return gym.make(spec, **(env_kwargs or {}), **extra)
     except gym.error.Error as exc:
