@@ -24,11 +24,16 @@ from typing import Any, Optional
 import torch
 from jsonargparse import ArgumentError
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import (
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
 
 from lightning_pg.algorithms import RLModule
 from lightning_pg.callbacks import RLCheckpoint
-from lightning_pg.errors import ConfigError, LightningPGError
+from lightning_pg.errors import ConfigError, LightningPGError, StopRequested
+from lightning_pg.trust import read_checkpoint
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": True,  # Lightning's "the default logger"; here that is W&B in offline mode (default_logger())
@@ -85,14 +90,80 @@ class RLCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # Lightning would replace the config's model by the checkpoint's hyperparameters; here the config
         # defines the run (so `--model.total_timesteps` can extend a finished one) and the checkpoint its state.
+        # `last` and `best` name files of this run's checkpoint folder, resolved here once.
         if not self.config.get("subcommand"):
             return
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
-        if ckpt_path not in (None, "last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+        config = self.config[self.config.subcommand]
+        _check_run_folder(config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path in ("last", "best"):
+            name = "last.ckpt" if ckpt_path == "last" else f"{(config.get('checkpoint') or {}).get('filename') or 'best'}.ckpt"
+            path = os.path.join(_checkpoint_folder(config), name)
+            if os.path.isfile(path):
+                config["ckpt_path"] = path
+            elif ckpt_path == "last" and self.config.subcommand == "fit":
+                # a job script that always passes `--ckpt_path last` starts the run the first time
+                print(f"lightning_pg: no {path} to resume: starting a new run.", file=sys.stderr, flush=True)
+                config["ckpt_path"] = None
+            else:
+                raise ConfigError(
+                    f"--ckpt_path {ckpt_path} names {path}, which does not exist (best.ckpt is written after the "
+                    "first evaluation, last.ckpt at the first save). Fix: pass an existing .ckpt file, or the "
+                    "--trainer.default_root_dir of the run that wrote it."
+                )
+        elif ckpt_path not in (None, "hpc", "registry") and not Path(ckpt_path).is_file():
             raise ConfigError(
                 f"--ckpt_path {ckpt_path} does not exist. Fix: pass an existing .ckpt file, or `--ckpt_path last` "
                 "to continue the last run under --trainer.default_root_dir."
             )
+
+    # Inputs are checked before the subcommand runs: nothing (config.yaml, W&B run, checkpoint) is written
+    # for a run that would be refused.
+    def before_fit(self) -> None:
+        checkpoint = self._check_checkpoint()
+        done = int(checkpoint["lightning_pg"]["num_timesteps"]) if checkpoint else 0
+        self.model.check_budget_left(done)
+        if self.trainer.num_devices * self.trainer.num_nodes == 1:  # (under DDP rank 0 takes it in setup)
+            for callback in self.trainer.checkpoint_callbacks:
+                if isinstance(callback, RLCheckpoint):
+                    callback.hold_folder(self.trainer)
+        self._start_loggers()
+
+    def before_validate(self) -> None:
+        self._check_checkpoint()
+        self._start_loggers()
+
+    before_test = before_validate
+
+    def _check_checkpoint(self) -> dict[str, Any] | None:
+        path = self.config[self.subcommand].get("ckpt_path")
+        if path is None or not os.path.isfile(path):
+            return None
+        checkpoint = read_checkpoint(path)
+        self.model.check_checkpoint(checkpoint, f"The checkpoint {path}")
+        return checkpoint
+
+    def _start_loggers(self) -> None:
+        """Start W&B now, bounded: an online run that cannot reach its server (``WANDB_INIT_TIMEOUT``, 15 s by
+        default, per attempt: about 30 s in all) logs offline instead, and says how to upload it later."""
+        from pytorch_lightning.loggers import WandbLogger
+
+        loggers = list(self.trainer.loggers)
+        for i, logger in enumerate(loggers):
+            if not isinstance(logger, WandbLogger) or getattr(logger, "_offline", False):
+                continue
+            try:
+                logger.experiment  # noqa: B018 - creates the run
+            except Exception as exc:  # noqa: BLE001 - whatever stops W&B from starting online
+                import wandb
+
+                wandb.teardown()  # the failed session keeps its settings (the run folder among them) otherwise
+                kwargs = {k: v for k, v in logger._wandb_init.items() if k not in ("settings", "mode", "dir")}
+                loggers[i] = WandbLogger(save_dir=logger.save_dir, offline=True, mode="offline", **kwargs)
+                print(f"lightning_pg: W&B could not start online ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}): "
+                      f"logging offline under {logger.save_dir}/wandb instead; upload it later with `wandb sync "
+                      f"{logger.save_dir}/wandb/offline-run-*`.", file=sys.stderr, flush=True)
+        self.trainer.loggers = loggers
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         if config.get("logger") in (True, None):
@@ -112,26 +183,71 @@ class RLCLI(LightningCLI):
         kwargs: dict[str, Any] = {"save_dir": root, "project": "lightning_pg"}
         if "WANDB_MODE" not in os.environ:
             kwargs["offline"] = True
+        else:  # online: bounded (see _start_loggers), where wandb's own default waits 90 s and more
+            import wandb
+
+            kwargs["settings"] = wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 15)))
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "fit":
-            run_id = _wandb_run_id(config.get("ckpt_path"), root, config.get("checkpoint"))
+            run_id = _wandb_run_id(config.get("ckpt_path"))
             if run_id is not None:
                 kwargs.update(id=run_id, resume="allow")
         return WandbLogger(**kwargs)
 
 
-def _wandb_run_id(ckpt_path: str | None, root: str, checkpoint_cfg: Any) -> str | None:
+def _checkpoint_folder(config: Any) -> str:
+    """Where the run's checkpoints go: ``--checkpoint.dirpath``, else ``<default_root_dir>/checkpoints``."""
+    root = (config.get("trainer") or {}).get("default_root_dir") or os.getcwd()
+    return (config.get("checkpoint") or {}).get("dirpath") or os.path.join(root, "checkpoints")
+
+
+def _check_run_folder(config: Any) -> None:
+    """The run folder and the checkpoint folder are folders (or can be made), before anything is written."""
+    root = (config.get("trainer") or {}).get("default_root_dir") or os.getcwd()
+    for what, folder in (("--trainer.default_root_dir", root), ("the checkpoint folder", _checkpoint_folder(config))):
+        existing = Path(folder)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(
+                f"{what} {folder} cannot be a folder: {existing} is a file. Fix: pass a folder path for "
+                "--trainer.default_root_dir (and --checkpoint.dirpath), or move that file away."
+            )
+
+
+def _wandb_run_id(ckpt_path: str | None) -> str | None:
     """The W&B run id stored in the checkpoint we resume from, so the resumed run continues it."""
-    if ckpt_path == "last":
-        folder = (checkpoint_cfg or {}).get("dirpath") or os.path.join(root, "checkpoints")
-        ckpt_path = os.path.join(folder, "last.ckpt")
     if not ckpt_path or not os.path.isfile(ckpt_path):
         return None
     try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - a damaged file is reported by Lightning when it loads it
+        state = read_checkpoint(ckpt_path)
+    except ConfigError:  # reported in one paragraph by the checks before the run
         return None
     return (state.get("lightning_pg") or {}).get("wandb_run_id")
+
+
+def _check_config_files(argv: list[str]) -> None:
+    """Each ``--config`` file parses as YAML, or one paragraph naming the file, line and column (jsonargparse's
+    own message names ``<unicode string>``)."""
+    import yaml
+
+    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in paths:
+        if not os.path.isfile(path):
+            continue  # jsonargparse says "File does not exist"
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"The config file {path} is not valid YAML: {problem}{where}. Fix: correct the YAML "
+                              "there (`python -m lightning_pg fit --print_config` shows a valid layout).") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"The config file {path} cannot be read ({exc}). Fix: pass a readable UTF-8 YAML "
+                              "file.") from None
 
 
 def _user_error(exc: BaseException) -> str | None:
@@ -183,7 +299,13 @@ def main(args: list[str] | None = None) -> None:
     if args is None:
         sys.argv[1:] = argv  # parse them as sys.argv (LightningCLI warns when given both)
     try:
+        _check_config_files(argv)
         cli = RLCLI(args=None if args is None else argv)
+    except StopRequested as exc:  # Ctrl+C twice, or a stop past its grace period: nothing saved, said where things stand
+        if debug:
+            raise
+        print(f"lightning_pg: {exc}", file=sys.stderr, flush=True)
+        sys.exit(128 + exc.signum)
     except Exception as exc:  # noqa: BLE001 - user errors get one paragraph, bugs keep their traceback
         message = _user_error(exc)
         if message is None or debug:

@@ -19,3 +19,13 @@ class EnvError(LightningPGError, RuntimeError):
 
 class TrainingDiverged(LightningPGError, RuntimeError):
     """A loss or gradient became NaN or infinite; training stopped before saving anything."""
+
+
+class StopRequested(BaseException):
+    """Ctrl+C or SIGTERM ended the run without saving (asked twice, or no batch boundary came within the grace
+    period). A BaseException, as KeyboardInterrupt is: an env's ``except Exception`` must not swallow it.
+    ``signum`` gives the exit status (128 + signum), the message says which checkpoint stands."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

@@ -1,4 +1,6 @@
 """Small custom environments for the tests, loaded by entry point ("tests.envs:ClassName")."""
+import time
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -221,3 +223,20 @@ class NowOrLater(gym.Env):
         self.t += 1
         terminated = self.terminate_at is not None and self.t >= self.terminate_at
         return np.array([0.0, self.saved], np.float32), reward, terminated, False, {}
+
+
+class SlowAfter(NaNAfter):
+    """A costly simulator: after ``fast`` steps (counted over the env's life), each step burns ``seconds`` of CPU
+    in Python."""
+
+    def __init__(self, fast=300, seconds=1.0):
+        super().__init__()
+        self.fast, self.seconds, self.total = fast, seconds, 0
+
+    def step(self, action):
+        self.total += 1
+        if self.total > self.fast:
+            end = time.perf_counter() + self.seconds
+            while time.perf_counter() < end:
+                pass
+        return np.zeros(2, np.float32), 1.0, False, self.total % 50 == 0, {}

@@ -144,14 +144,6 @@ def test_bad_input_exits_nonzero_with_one_paragraph_and_no_traceback(tmp_path, c
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_malformed_yaml(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("model: [unclosed\n")
-    result = run_cli(config=None, root=tmp_path, *["--config", bad])
-    assert result.returncode == 2 and "Problems parsing config" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_debug_flag_shows_the_traceback(tmp_path):
     result = run_cli("--model.gamma=1.5", "--debug", root=tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
