@@ -123,6 +123,7 @@ class RLCLI(LightningCLI):
         checkpoint = self._check_checkpoint()
         done = int(checkpoint["lightning_pg"]["num_timesteps"]) if checkpoint else 0
         self.model.check_budget_left(done)
+        self.model.check_fit_memory()
         if self.trainer.num_devices * self.trainer.num_nodes == 1:  # (under DDP rank 0 takes it in setup)
             for callback in self.trainer.checkpoint_callbacks:
                 if isinstance(callback, RLCheckpoint):

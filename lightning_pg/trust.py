@@ -19,6 +19,7 @@ import hmac
 import os
 import secrets
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,31 +39,55 @@ def key_file() -> Path:
     return Path(config_home) / "lightning_pg" / "checkpoint.key"
 
 
+KEY_BYTES = 32
+
+
 def _key(create: bool) -> bytes | None:
+    """This user's key: 32 random bytes, hex in the key file. Anything else in the file (empty, cut short) is
+    no key, so a damaged file can never make a guessable key; None when there is none (and ``create`` is off)."""
     path = key_file()
     try:
-        return bytes.fromhex(path.read_text().strip())
+        key = bytes.fromhex(path.read_text().strip())
+        return key if len(key) == KEY_BYTES else None
     except FileNotFoundError:
         if not create:
             return None
     except (OSError, ValueError):
-        return None  # unreadable or damaged: nothing verifies, saving goes on unsigned
-    try:
+        return None
+    try:  # written whole under a temporary name, then linked into place: a reader never sees half a key
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # two first uses at once: one wins
-    except FileExistsError:
-        return _key(create=False)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(KEY_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, path)  # fails if another process made the key first: then theirs is the key
+        except FileExistsError:
+            pass
+        finally:
+            os.remove(temp)
     except OSError:
         return None
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
     return _key(create=False)
 
 
 def sign(data: bytes) -> str | None:
     """This user's signature of ``data`` (None when no key can be kept: the bytes then count as foreign)."""
+    global _said_no_key
     key = _key(create=True)
-    return None if key is None else hmac.new(key, data, hashlib.sha256).hexdigest()
+    if key is None:
+        if not _said_no_key:
+            _said_no_key = True
+            warnings.warn(f"No checkpoint key: {key_file()} is damaged or cannot be written, so checkpoints hold "
+                          "their env state unsigned and a resume rebuilds the envs. Fix: delete that file (a new "
+                          f"key is made) or set {KEY_FILE_VARIABLE} to a file you can write.", stacklevel=2)
+        return None
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+_said_no_key = False
 
 
 def signed_by_this_user(data: bytes, signature: Any) -> bool:
@@ -72,15 +97,15 @@ def signed_by_this_user(data: bytes, signature: Any) -> bool:
     return hmac.compare_digest(hmac.new(key, data, hashlib.sha256).hexdigest(), signature)
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """The checkpoint's contents, loaded as plain data (tensors memory-mapped: reading is cheap); one paragraph
-    when the file is damaged or holds code."""
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = True) -> dict[str, Any]:
+    """The checkpoint's contents, loaded as plain data (``mmap``: tensors memory-mapped, so a check reads
+    little); one paragraph when the file is damaged or holds code."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
         if head[:2] != b"PK":  # torch.save's zip archive; anything else fails below with a misleading message
             raise ValueError("it is empty" if not head else "it is not a zip archive, as torch.save writes")
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise ConfigError(f"The checkpoint {path} does not exist. Fix: pass an existing .ckpt file.") from None
     except Exception as exc:  # noqa: BLE001 - every way a file can fail to load is one message
@@ -103,8 +128,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return checkpoint
 
 
-def check_saved_hyperparameters(hparams: dict[str, Any], cls: type, path: Any) -> None:
-    """Refuse hyperparameters from a file that name code this process has not imported itself."""
+def check_saved_hyperparameters(hparams: dict[str, Any], cls: type, path: Any) -> type:
+    """The class to build from a file's hyperparameters; refuse those that name code this process has not
+    imported itself. (The caller then builds it from the plain values, without Lightning's CLI instantiator,
+    which would let jsonargparse import and build any ``class_path`` found inside them.)"""
     from lightning_pg.envs import check_entry_point
 
     instantiator = hparams.get("_instantiator")
@@ -114,18 +141,20 @@ def check_saved_hyperparameters(hparams: dict[str, Any], cls: type, path: Any) -
             "instantiator; lightning_pg runs no code named by a file. Fix: use a checkpoint written by lightning_pg."
         )
     class_path = hparams.get("_class_path")
-    if class_path is not None and not _imported_subclass(class_path, cls):
+    target = cls if class_path is None else _imported_subclass(class_path, cls)
+    if target is None:
         raise ConfigError(
             f"The checkpoint {path} names the model class {class_path!r}, which is not an imported subclass of "
             f"{cls.__name__}; lightning_pg imports nothing because a file says so. Fix: import the module that "
             "defines it first, or load with that class's load_from_checkpoint."
         )
     check_entry_point(hparams.get("env_id"), import_modules=False, source=f"the checkpoint {path}")
+    return target
 
 
-def _imported_subclass(class_path: Any, cls: type) -> bool:
+def _imported_subclass(class_path: Any, cls: type) -> type | None:
     if not isinstance(class_path, str) or "." not in class_path:
-        return False
+        return None
     module_name, _, name = class_path.rpartition(".")
     found = getattr(sys.modules.get(module_name), name, None)  # (lightning_pg's lazy exports resolve here)
-    return isinstance(found, type) and issubclass(found, cls)
+    return found if isinstance(found, type) and issubclass(found, cls) else None

@@ -1,5 +1,9 @@
 """Lightning's DDP on CPU (two processes, gloo): env steps are summed over ranks and ranks play their own envs."""
-from tests.helpers import ckpt_state, run_cli
+import signal
+import subprocess
+import time
+
+from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli
 
 
 def test_ppo_under_ddp_counts_env_steps_over_both_ranks(tmp_path):
@@ -11,3 +15,21 @@ def test_ppo_under_ddp_counts_env_steps_over_both_ranks(tmp_path):
     # full-batch epochs reach 8192. Counting one rank only would take 32 rollouts (640 optimizer steps).
     assert state["lightning_pg"]["num_timesteps"] == 8192
     assert state["global_step"] == 16 * 20
+
+
+def test_a_stop_that_reaches_one_rank_stops_every_rank_at_the_same_batch_and_saves(tmp_path):
+    """SIGTERM to rank 0 alone (as a scheduler may deliver it; a terminal's Ctrl+C reaches the ranks at
+    slightly different moments): the ranks agree on the batch to stop at, where one saving alone would wait in
+    a barrier for the others for ever."""
+    args = cli_args("--trainer.strategy=ddp", "--trainer.devices=2", "--model.total_timesteps=10000000",
+                    "--model.eval_every=-1", "--checkpoint.every_n_env_steps=100000000",
+                    config="configs/ppo_cartpole.yaml", root=tmp_path)
+    proc = subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(12)  # both ranks training
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Stopped by SIGTERM" in stderr and "Stopped at once" not in stderr
+    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    assert 0 < state["lightning_pg"]["num_timesteps"] < 10000000

@@ -228,9 +228,13 @@ def test_one_run_per_folder(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    # SIGKILL left the lock file behind: the OS released its lock, so the next run into the folder goes ahead
+    # SIGKILL left the lock file behind: the OS released its lock, so the next run into the folder goes ahead,
+    # and removes the partial file of a write a kill cut short
+    torn = last.parent / "last.ckpt.partial"
+    torn.write_bytes(b"torn")
     after = run_cli("--model.total_timesteps=512", "--model.eval_every=-1", config=PPO, root=tmp_path)
     assert after.returncode == 0, after.stderr[-2000:]
+    assert not torn.exists()
 
 
 def test_wandb_online_without_a_network_falls_back_to_offline(tmp_path):

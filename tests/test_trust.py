@@ -149,3 +149,24 @@ def test_signature_is_this_users_key(tmp_path, monkeypatch):
     assert not trust.signed_by_this_user(b"env bytes", signature)  # another user's key (not even created)
     assert not (tmp_path / "b" / "key").exists()
     assert trust.signed_by_this_user(b"env bytes", trust.sign(b"env bytes"))
+
+
+def test_class_paths_inside_saved_values_are_not_built(trained, tmp_path):
+    """Built from plain values: a {class_path, init_args} dict in a hyperparameter stays a dict (LightningCLI's
+    instantiator would have imported and built it)."""
+    marker = tmp_path / "handler_file"
+    state = ckpt_state(trained)
+    state["hyper_parameters"]["env_kwargs"] = {"class_path": "logging.FileHandler", "init_args": {"filename": str(marker)}}
+    torch.save(state, tmp_path / "h.ckpt")
+    with pytest.raises(EnvError, match="rejected env_kwargs"):  # CartPole gets them as keyword arguments
+        PPO.load_from_checkpoint(tmp_path / "h.ckpt")
+    assert not marker.exists()
+
+
+def test_a_damaged_key_file_is_no_key(tmp_path, monkeypatch):
+    key = tmp_path / "key"
+    monkeypatch.setenv(trust.KEY_FILE_VARIABLE, str(key))
+    key.write_text("")  # e.g. a write cut short: must not become the empty (public) key
+    with pytest.warns(UserWarning, match="No checkpoint key"):
+        assert trust.sign(b"data") is None
+    assert not trust.signed_by_this_user(b"data", __import__("hmac").new(b"", b"data", "sha256").hexdigest())

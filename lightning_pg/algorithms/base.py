@@ -13,6 +13,7 @@ An algorithm subclasses :class:`RLModule` and provides four things:
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import time
@@ -138,6 +139,7 @@ class RLModule(pl.LightningModule):
         )
 
         self.check_first_batch(num_envs, "num_envs")
+        self._memory_said: set[str] = set()
         self.check_memory({"the networks and their optimizer state": self._network_bytes()})
 
         self.log_due = True  # set per batch in training: whether update() should compute its logged diagnostics
@@ -173,8 +175,17 @@ class RLModule(pl.LightningModule):
                 "available here. Fix: make network, n_steps * num_envs or buffer_size smaller (whichever is large "
                 "above), or run on a machine with more memory."
             )
-        if need >= 2**30:
+        if need >= 2**30 and detail not in self._memory_said:
+            self._memory_said.add(detail)
             rank_zero_info(f"{type(self).__name__}: {detail}.")
+
+    def check_fit_memory(self) -> None:
+        self.check_memory({"the networks and their optimizer state": self._network_bytes(), **self.fit_memory()})
+
+    def fit_memory(self) -> dict[str, int]:
+        """What training allocates beyond the networks (rollouts, a replay buffer): ``{what: bytes}``, checked
+        by the CLI before the run and before the data is made; loading and evaluating do not need it."""
+        return {}
 
     def _network_bytes(self) -> int:
         """float32 weights, gradients and two Adam moments of ``network_copies`` MLPs of ``network``'s sizes."""
@@ -226,6 +237,7 @@ class RLModule(pl.LightningModule):
 
     def train_dataloader(self) -> Iterator[dict[str, Any]]:
         # The iterable itself, not a DataLoader: it yields whole batches, and Lightning checkpoints its state.
+        self.check_fit_memory()
         return self.make_data()
 
     #: a ``training_step`` takes batches until it holds this many env steps, or until something needs
@@ -383,13 +395,19 @@ class RLModule(pl.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
                              strict: bool | None = None, **kwargs: Any) -> Any:
-        """Lightning's ``load_from_checkpoint``, safe on files from others: the file is first read as plain data
-        (``weights_only``), and saved hyperparameters that name code must name what this process has imported
-        itself (see :mod:`lightning_pg.trust`); anything else is refused in one paragraph. ``kwargs`` override
-        saved hyperparameters, as in Lightning."""
-        saved = read_checkpoint(checkpoint_path).get("hyper_parameters") or {}
-        check_saved_hyperparameters({k: v for k, v in saved.items() if k not in kwargs}, cls, checkpoint_path)
-        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+        """Lightning's ``load_from_checkpoint``, safe on files from others: the file is read as plain data
+        (``weights_only``), saved hyperparameters that name code must name what this process has imported
+        itself (see :mod:`lightning_pg.trust`), and the model is built from their plain values. ``kwargs``
+        override saved hyperparameters, as in Lightning."""
+        checkpoint = read_checkpoint(checkpoint_path, mmap=False)
+        saved = checkpoint.get("hyper_parameters") or {}
+        target = check_saved_hyperparameters({k: v for k, v in saved.items() if k not in kwargs}, cls,
+                                             checkpoint_path)
+        checkpoint["hyper_parameters"] = {k: v for k, v in saved.items() if k not in ("_instantiator", "_class_path")}
+        buffer = io.BytesIO()  # Lightning then loads these plain values (it takes a path or a file)
+        torch.save(checkpoint, buffer)
+        buffer.seek(0)
+        return super(RLModule, target).load_from_checkpoint(buffer, map_location, hparams_file, strict, **kwargs)
 
     def check_checkpoint(self, checkpoint: dict[str, Any], path: Any = "This checkpoint") -> dict[str, Any]:
         """Raise a one-paragraph :class:`ConfigError` unless ``checkpoint`` is lightning_pg's, of this layout,

@@ -72,13 +72,15 @@ class OffPolicyModule(RLModule):
                            f"has {self.observation_space} and {self.action_space}. Fix: flatten them with a wrapper.")
         self.act_dim = int(self.action_space.shape[0])
         self.check_first_batch(train_freq * num_envs, f"train_freq * num_envs = {train_freq} * {num_envs}")
-        dtype = self.observation_space.dtype  # float observations are stored as float32 (see ReplayBuffer)
-        row = 2 * int(np.prod(self.observation_space.shape)) * (4 if dtype.kind == "f" else dtype.itemsize) \
-            + 4 * self.act_dim + 6  # obs, next_obs, actions, reward, two flags
-        self.check_memory({"the networks and their optimizer state": self._network_bytes(),
-                           "the replay buffer (and its copy in a checkpoint)": buffer_size * row * (2 if save_replay_buffer else 1)})
         self.num_updates = 0  # gradient steps so far (SB3's _n_updates; TD3's policy delay counts them)
         self.replay: ReplayIterable | None = None
+
+    def fit_memory(self) -> dict[str, int]:
+        """The replay buffer, and the copy of its filled rows a checkpoint makes."""
+        hp, dtype = self.hparams, self.observation_space.dtype  # float observations are stored as float32
+        row = 2 * int(np.prod(self.observation_space.shape)) * (4 if dtype.kind == "f" else dtype.itemsize) \
+            + 4 * self.act_dim + 6  # obs, next_obs, actions, reward, two flags
+        return {"the replay buffer (and its copy in a checkpoint)": hp.buffer_size * row * (1 + hp.save_replay_buffer)}
 
     def train_step(self, batch: dict[str, Tensor], optimizers: list[Any]) -> dict[str, Tensor]:
         raise NotImplementedError

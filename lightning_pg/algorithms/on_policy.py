@@ -67,13 +67,13 @@ class OnPolicyModule(RLModule):
         self.ret_rms = RunningMeanStd(()) if normalize_reward else None
 
     def check_rollout(self, n_steps: int) -> None:
-        """A rollout of ``n_steps`` per env fits the budget and the memory (observations kept raw and as the
-        networks saw them, a minibatch copy, and a few floats per step)."""
-        steps = n_steps * self.hparams.num_envs
-        self.check_first_batch(steps, f"n_steps * num_envs = {n_steps} * {self.hparams.num_envs}")
-        obs_bytes = int(np.prod(self.observation_space.shape)) * 4
-        self.check_memory({"the networks and their optimizer state": self._network_bytes(),
-                           "a rollout": steps * (3 * obs_bytes + 64)})
+        """A rollout of ``n_steps`` per env fits the budget."""
+        self.check_first_batch(n_steps * self.hparams.num_envs, f"n_steps * num_envs = {n_steps} * {self.hparams.num_envs}")
+
+    def fit_memory(self) -> dict[str, int]:
+        """A rollout: observations kept raw and as the networks saw them, a minibatch copy, a few floats per step."""
+        steps = self.hparams.get("n_steps", 1) * self.hparams.num_envs
+        return {"a rollout": steps * (3 * int(np.prod(self.observation_space.shape)) * 4 + 64)}
 
     def make_policy(self) -> ActorCritic:
         """The policy and value network from the hyperparameters; override it to bring your own (any body whose

@@ -21,7 +21,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import errno
-import io
+import glob
 import os
 import signal
 import socket
@@ -35,6 +35,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_pg.errors import ConfigError, LightningPGError, StopRequested
 from lightning_pg.schedules import crossed
@@ -51,8 +52,14 @@ class CheckpointWriteError(LightningPGError):
     """A checkpoint could not be written (full disk, read-only folder); the previous file is intact."""
 
 
+#: set while a checkpoint file is being written: the stop watchdog never cuts a write short
+WRITING = threading.Event()
+
+
 class RunFolderCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``<path>.partial`` beside the target, fsync, rename over the target.
+    """Writes with ``torch.save`` to ``<path>.partial`` beside the target, fsyncs it and renames it over the
+    target; reads with :func:`~lightning_pg.trust.read_checkpoint` (plain data only, whatever the path or
+    torch's defaults).
 
     Lightning's own writer stages each file in the system temp folder, so a full ``/tmp`` stopped every save
     even with room in the run folder, and the final move is not atomic across filesystems.
@@ -60,29 +67,53 @@ class RunFolderCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = os.fspath(path)
+        folder = os.path.dirname(path) or "."
         partial = f"{path}.partial"
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)  # serialized first: a failed write below is then an OSError with errno
+        WRITING.set()
         try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             with open(partial, "wb") as f:
-                f.write(buffer.getbuffer())
+                torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(partial, path)
+            _fsync_folder(folder)  # the rename itself survives a power cut
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.remove(partial)
-            if not isinstance(exc, OSError):
+            cause = _os_error(exc)
+            if cause is None:
                 raise
             steps = (checkpoint.get("lightning_pg") or {}).get("num_timesteps", "?")
-            reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            reason = errno.errorcode.get(cause.errno or 0, type(cause).__name__)
             raise CheckpointWriteError(
-                f"Could not write the checkpoint {path}: {exc.strerror or exc} ({reason}). Nothing was lost: the "
-                f"previous {os.path.basename(path)} is intact (the partial file was removed), and the run stopped "
-                f"at {steps} env steps. Fix: free space on that disk or make the folder writable, or set "
+                f"Could not write the checkpoint {path}: {cause.strerror or cause} ({reason}). Nothing was lost: "
+                f"the previous {os.path.basename(path)} is intact (the partial file was removed), and the run "
+                f"stopped at {steps} env steps. Fix: free space on that disk or make the folder writable, or set "
                 "--checkpoint.dirpath to a folder with room; then resume with --ckpt_path last."
             ) from None
+        finally:
+            WRITING.clear()
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path, map_location=map_location or "cpu", mmap=False)
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (torch's zip writer reports a failed write as a RuntimeError raised
+    while handling it), or None."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def _fsync_folder(folder: str) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # (not every OS opens folders)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class RLCheckpoint(ModelCheckpoint):
@@ -125,7 +156,7 @@ class RLCheckpoint(ModelCheckpoint):
         self._standing: tuple[str, int] | None = None  # the last.ckpt that holds, and its env steps
         self._handlers: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
-        self._saving = self._finished = self._deadline_passed = False
+        self._finished = self._stop_saved = self._deadline_passed = False
 
     # ---- where the files go -----------------------------------------------------------------------------
     def _resolve_dirpath(self, trainer: pl.Trainer) -> None:
@@ -136,8 +167,17 @@ class RLCheckpoint(ModelCheckpoint):
         self._resolve_dirpath(trainer)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # (a user's own CheckpointIO stays)
             trainer.strategy.checkpoint_io = RunFolderCheckpointIO()
-        if stage == "fit" and trainer.is_global_zero:
-            self.hold_folder(trainer)
+        if stage == "fit":  # rank 0 holds the folder; every rank hears whether it could
+            refused = None
+            if trainer.is_global_zero:
+                try:
+                    self.hold_folder(trainer)
+                except ConfigError as exc:
+                    refused = str(exc)
+            if trainer.world_size > 1:
+                refused = trainer.strategy.broadcast(refused, src=0)
+            if refused:
+                raise ConfigError(refused)
         super().setup(trainer, pl_module, stage)
 
     def _find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
@@ -145,10 +185,13 @@ class RLCheckpoint(ModelCheckpoint):
         return super()._find_last_checkpoints(trainer)
 
     def hold_folder(self, trainer: pl.Trainer) -> None:
-        """Take the checkpoint folder's lock, or raise a one-paragraph :class:`ConfigError` naming its holder.
+        """Take the checkpoint folder's lock, or raise a one-paragraph :class:`ConfigError` naming its holder;
+        then remove the ``.partial`` files a killed run may have left.
 
-        ``flock`` on ``<folder>.lock`` (``checkpoints.lock`` in the run folder): the OS releases it when the process ends, a crash and SIGKILL
-        included, so a stale file never blocks a new run. (POSIX only; elsewhere no lock is taken.)
+        ``flock`` on ``<folder>.lock`` (``checkpoints.lock`` in the run folder; ``.lock`` inside the folder when
+        its parent cannot be written): the OS releases it when the process ends, a crash and SIGKILL included,
+        so a stale file never blocks a new run. Where a filesystem cannot lock (some NFS or Lustre mounts) or
+        on Windows, the run goes on without a lock and says so.
         """
         self._resolve_dirpath(trainer)
         folder = os.path.realpath(self.dirpath)
@@ -160,7 +203,10 @@ class RLCheckpoint(ModelCheckpoint):
             return
         try:
             os.makedirs(folder, exist_ok=True)
-            fd = os.open(f"{folder}.lock", os.O_RDWR | os.O_CREAT, 0o644)  # beside: the folder holds checkpoints only
+            try:
+                fd = os.open(f"{folder}.lock", os.O_RDWR | os.O_CREAT, 0o644)  # beside: the folder holds checkpoints
+            except OSError:
+                fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise ConfigError(
                 f"The checkpoint folder {folder} cannot be written ({exc.strerror or exc}): the run could never "
@@ -169,7 +215,12 @@ class RLCheckpoint(ModelCheckpoint):
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                rank_zero_warn(f"Cannot lock {folder} ({exc.strerror}): this run does not guard its folder "
+                               "against a second run.")
+                return
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise ConfigError(
@@ -180,6 +231,9 @@ class RLCheckpoint(ModelCheckpoint):
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         _HELD_FOLDERS[folder] = fd
+        for partial in glob.glob(os.path.join(glob.escape(folder), "*.partial")):  # from a run killed mid-write
+            with contextlib.suppress(OSError):
+                os.remove(partial)
 
     def _release_folder(self) -> None:
         fd = _HELD_FOLDERS.pop(os.path.realpath(self.dirpath), None) if self.dirpath else None
@@ -191,7 +245,7 @@ class RLCheckpoint(ModelCheckpoint):
         super().on_train_start(trainer, pl_module)
         self._saved_at = pl_module.num_timesteps
         self._seen_eval = pl_module.evaluated_at
-        self.stop_signal, self._finished, self._deadline_passed = None, False, False
+        self.stop_signal, self._finished, self._stop_saved, self._deadline_passed = None, False, False, False
         self._standing = None
         last = os.path.join(self.dirpath, "last.ckpt")
         with contextlib.suppress(ConfigError, KeyError, TypeError):
@@ -203,6 +257,9 @@ class RLCheckpoint(ModelCheckpoint):
         steps = pl_module.num_timesteps
         evaluated = pl_module.evaluated_at != self._seen_eval and self.save_top_k and self.monitor is not None
         due = crossed(self._saved_at, steps, self.every_n_env_steps) or pl_module.budget_reached
+        if trainer.world_size > 1:  # all ranks stop at the same batch: one saving alone would wait in a barrier
+            if trainer.strategy.reduce_boolean_decision(self.stop_signal is not None, all=False):
+                self.stop_signal = self.stop_signal or signal.SIGTERM
         if not (evaluated or due or self.stop_signal is not None):
             return  # the common case, kept cheap: this runs after every batch
         candidates = self._monitor_candidates(trainer)
@@ -213,6 +270,7 @@ class RLCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, candidates)
             self._saved_at = steps
         if self.stop_signal is not None:
+            self._stop_saved = True  # before cancelling: a watchdog firing now must not report "without saving"
             if self._watchdog is not None:
                 self._watchdog.cancel()
             pl_module.stop_signal = self.stop_signal
@@ -250,11 +308,7 @@ class RLCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         """Save through the strategy (whose checkpoint IO writes atomically, see :class:`RunFolderCheckpointIO`)."""
-        self._saving = True
-        try:
-            trainer.save_checkpoint(filepath, self.save_weights_only)
-        finally:
-            self._saving = False
+        trainer.save_checkpoint(filepath, self.save_weights_only)
         if os.path.basename(filepath) == "last.ckpt":
             self._standing = (filepath, trainer.lightning_module.num_timesteps)
         self._last_global_step_saved = trainer.global_step
@@ -281,13 +335,15 @@ class RLCheckpoint(ModelCheckpoint):
     def _watch(self, signum: int) -> None:
         """The grace period is over (a thread of its own): interrupt the main thread, which then leaves
         without saving; exit from here if it has not left a few seconds later (stuck in native code)."""
-        if self._finished:
+        if self._finished or self._stop_saved:
             return
         self._deadline_passed = True
-        if not self._saving:  # a save under way ends the run itself, intact
+        if not WRITING.is_set():  # a file being written is finished first, never cut short
             _thread.interrupt_main(signum)  # runs _on_signal in the main thread, which raises StopRequested
         time.sleep(STOP_BACKSTOP_S)
-        if not (self._finished or self._saving):
+        while WRITING.is_set():
+            time.sleep(0.05)
+        if not (self._finished or self._stop_saved):
             print(f"\nlightning_pg: {self._stopped_without_saving(f'no batch boundary came within {self.stop_grace_s:g} s')}",
                   file=sys.stderr, flush=True)
             os._exit(128 + signum)
