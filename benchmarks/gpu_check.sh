@@ -89,10 +89,10 @@ import torch
 
 import lightning_pg as lp
 
-for ckpt in sorted(Path(sys.argv[1], "runs").glob("*gpu*/checkpoints/last.ckpt")):
+for ckpt in sorted(Path(sys.argv[1], "runs").glob("*gpu*/run_*/checkpoints/last.ckpt")):
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)["lightning_pg"]
     model = getattr(lp, saved["algorithm"]).load_from_checkpoint(ckpt, map_location="cpu")
     mean, std = lp.evaluate(model, 5, seed=0)
-    print(f"{ckpt.parts[-3]}: {saved['num_timesteps']} env steps, evaluated on the CPU: {mean:.1f} +- {std:.1f}")
+    print(f"{ckpt.parts[-4]}: {saved['num_timesteps']} env steps, evaluated on the CPU: {mean:.1f} +- {std:.1f}")
 EOF
 exit $status

@@ -36,7 +36,7 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
         wall = time.perf_counter() - start
-        code = (f"import lightning_pg as lp; m = lp.{algo}.load_from_checkpoint('{root}/checkpoints/last.ckpt'); "
+        code = (f"import lightning_pg as lp; m = lp.{algo}.load_from_checkpoint('{root}/run_1/checkpoints/last.ckpt'); "
                 f"print(m.num_timesteps, *lp.evaluate(m, {args.episodes}, seed=0, deterministic=True))")
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
         steps, mean, std = out.stdout.split()[-3:]

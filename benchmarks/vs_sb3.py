@@ -270,7 +270,7 @@ def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, p
         wall, out = timed(cmd, env)
         if kind == "ours":
             fit = float(re.search(r"in ([\d.]+) s of fit", out).group(1))
-            path = os.path.join(ours_root, "checkpoints", "last.ckpt")
+            path = os.path.join(ours_root, "run_1", "checkpoints", "last.ckpt")  # a fresh root: its first run
         else:
             fit = float(re.search(r"FIT_SECONDS ([\d.]+)", out).group(1))
             path = sb3_out + ".zip"

@@ -2,14 +2,17 @@
 
 Defaults a user should not have to write:
 
-- ``--trainer.logger true`` (the default) is a W&B logger writing under ``--trainer.default_root_dir``,
-  offline unless ``WANDB_MODE`` says otherwise (``wandb sync <root>/wandb/offline-run-*`` uploads later),
-  holding the full config; a resumed run continues the same W&B run id. ``false`` turns logging off; a
-  ``class_path`` (CSVLogger, TensorBoardLogger, a WandbLogger of your own) replaces it;
+- runs never overwrite each other: each ``fit`` writes into a run folder of its own,
+  ``<--trainer.default_root_dir>/run_N`` (the root defaults to ``runs/<algorithm>_<env>``); ``--ckpt_path
+  last`` continues the newest run in its folder; ``validate`` and ``test`` write nothing;
+- ``--trainer.logger true`` (the default) is a W&B logger writing in the run folder, offline unless
+  ``WANDB_MODE`` says otherwise (``wandb sync <run>/wandb/offline-run-*`` uploads later), holding the full
+  config; a resumed run continues the same W&B run id. ``false`` turns logging off; a ``class_path``
+  (CSVLogger, TensorBoardLogger, a WandbLogger of your own) replaces it;
 - :class:`~lightning_pg.callbacks.RLCheckpoint` as ``--checkpoint.*``: ``last.ckpt`` every N env steps, at
-  the end and on Ctrl+C, so ``--ckpt_path last`` continues the last run in that root dir;
-- user mistakes (bad hyperparameters, unknown env, missing checkpoint) print one paragraph, no traceback,
-  and exit with status 2; ``--debug`` or ``LIGHTNING_PG_DEBUG=1`` shows the traceback.
+  the end and on Ctrl+C or SIGTERM (within a grace period);
+- user mistakes (bad hyperparameters, unknown env, damaged checkpoint, ...) print one paragraph, no
+  traceback, write nothing and exit with status 2; ``--debug`` or ``LIGHTNING_PG_DEBUG=1`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -90,32 +93,50 @@ class RLCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # Lightning would replace the config's model by the checkpoint's hyperparameters; here the config
         # defines the run (so `--model.total_timesteps` can extend a finished one) and the checkpoint its state.
-        # `last` and `best` name files of this run's checkpoint folder, resolved here once.
+        # Runs never overwrite each other: a fit writes into a run folder of its own under the root
+        # (--trainer.default_root_dir), `last` and `best` name files of the newest run there, resolved here once.
         if not self.config.get("subcommand"):
             return
+        fit = self.config.subcommand == "fit"
         config = self.config[self.config.subcommand]
-        _check_run_folder(config)
-        ckpt_path = config.get("ckpt_path")
+        trainer = config["trainer"]
+        if not trainer.get("default_root_dir"):
+            trainer["default_root_dir"] = _default_root(config)
+        root = trainer["default_root_dir"]
+        _check_folder("--trainer.default_root_dir", root)
+        checkpoint = config.get("checkpoint") or {}
+        if checkpoint.get("dirpath"):  # the user placed the checkpoints: that folder is the run's
+            _check_folder("--checkpoint.dirpath", checkpoint["dirpath"])
+        ckpt_path, run = config.get("ckpt_path"), None
         if ckpt_path in ("last", "best"):
-            name = "last.ckpt" if ckpt_path == "last" else f"{(config.get('checkpoint') or {}).get('filename') or 'best'}.ckpt"
-            path = os.path.join(_checkpoint_folder(config), name)
-            if os.path.isfile(path):
-                config["ckpt_path"] = path
-            elif ckpt_path == "last" and self.config.subcommand == "fit":
+            name = "last.ckpt" if ckpt_path == "last" else f"{checkpoint.get('filename') or 'best'}.ckpt"
+            found = _newest_with(root, checkpoint.get("dirpath"), name)
+            if found:
+                config["ckpt_path"], run = found
+            elif ckpt_path == "last" and fit:
                 # a job script that always passes `--ckpt_path last` starts the run the first time
-                print(f"lightning_pg: no {path} to resume: starting a new run.", file=sys.stderr, flush=True)
+                print(f"lightning_pg: no last.ckpt under {root} to resume: starting a new run.", file=sys.stderr,
+                      flush=True)
                 config["ckpt_path"] = None
             else:
                 raise ConfigError(
-                    f"--ckpt_path {ckpt_path} names {path}, which does not exist (best.ckpt is written after the "
+                    f"--ckpt_path {ckpt_path}: no run under {root} has a {name} (best.ckpt is written after the "
                     "first evaluation, last.ckpt at the first save). Fix: pass an existing .ckpt file, or the "
-                    "--trainer.default_root_dir of the run that wrote it."
+                    "--trainer.default_root_dir of the runs that wrote it."
                 )
-        elif ckpt_path not in (None, "hpc", "registry") and not Path(ckpt_path).is_file():
-            raise ConfigError(
-                f"--ckpt_path {ckpt_path} does not exist. Fix: pass an existing .ckpt file, or `--ckpt_path last` "
-                "to continue the last run under --trainer.default_root_dir."
-            )
+        elif ckpt_path not in (None, "hpc", "registry"):
+            if not Path(ckpt_path).is_file():
+                raise ConfigError(
+                    f"--ckpt_path {ckpt_path} does not exist. Fix: pass an existing .ckpt file, or `--ckpt_path "
+                    "last` to continue the newest run under --trainer.default_root_dir."
+                )
+            folder = Path(ckpt_path).resolve().parent  # a checkpoint of a run folder: that run goes on there
+            run = str(folder.parent) if folder.name == "checkpoints" and _is_run(folder.parent) else None
+        if fit and not checkpoint.get("dirpath"):
+            if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_FOLDER_VARIABLE):
+                run = os.environ[RUN_FOLDER_VARIABLE]  # a DDP worker Lightning launched: its rank 0's run folder
+            trainer["default_root_dir"] = run or _new_run(root)
+            os.environ[RUN_FOLDER_VARIABLE] = trainer["default_root_dir"]  # inherited by the workers it launches
 
     # Inputs are checked before the subcommand runs: nothing (config.yaml, W&B run, checkpoint) is written
     # for a run that would be refused.
@@ -124,11 +145,16 @@ class RLCLI(LightningCLI):
         done = int(checkpoint["lightning_pg"]["num_timesteps"]) if checkpoint else 0
         self.model.check_budget_left(done)
         self.model.check_fit_memory()
+        first = os.environ.get("LOCAL_RANK", "0") == "0"  # (DDP workers Lightning launches have LOCAL_RANK 1, 2, ...)
+        if first:  # the run folder: its inputs are good
+            os.makedirs(self.trainer.default_root_dir, exist_ok=True)
         if self.trainer.num_devices * self.trainer.num_nodes == 1:  # (under DDP rank 0 takes it in setup)
             for callback in self.trainer.checkpoint_callbacks:
                 if isinstance(callback, RLCheckpoint):
                     callback.hold_folder(self.trainer)
         self._start_loggers()
+        if first:
+            print(f"lightning_pg: run folder {self.trainer.default_root_dir}", file=sys.stderr, flush=True)
 
     def before_validate(self) -> None:
         self._check_checkpoint()
@@ -167,7 +193,11 @@ class RLCLI(LightningCLI):
         self.trainer.loggers = loggers
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
-        if config.get("logger") in (True, None):
+        if self.subcommand in ("validate", "test"):  # they read a run's files and write none of their own
+            self.save_config_callback = None
+            if config.get("logger") in (True, None):
+                config["logger"] = False
+        elif config.get("logger") in (True, None):
             config["logger"] = self.default_logger(config)
         return super()._instantiate_trainer(config, callbacks)
 
@@ -179,8 +209,7 @@ class RLCLI(LightningCLI):
         """
         from pytorch_lightning.loggers import WandbLogger
 
-        root = trainer_config.get("default_root_dir") or os.getcwd()
-        os.makedirs(root, exist_ok=True)
+        root = trainer_config["default_root_dir"]  # the run folder (see _parse_ckpt_path)
         kwargs: dict[str, Any] = {"save_dir": root, "project": "lightning_pg"}
         if "WANDB_MODE" not in os.environ:
             kwargs["offline"] = True
@@ -196,24 +225,61 @@ class RLCLI(LightningCLI):
         return WandbLogger(**kwargs)
 
 
-def _checkpoint_folder(config: Any) -> str:
-    """Where the run's checkpoints go: ``--checkpoint.dirpath``, else ``<default_root_dir>/checkpoints``."""
-    root = (config.get("trainer") or {}).get("default_root_dir") or os.getcwd()
-    return (config.get("checkpoint") or {}).get("dirpath") or os.path.join(root, "checkpoints")
+RUN_PREFIX = "run_"
+RUN_FOLDER_VARIABLE = "LIGHTNING_PG_RUN_FOLDER"
 
 
-def _check_run_folder(config: Any) -> None:
-    """The run folder and the checkpoint folder are folders (or can be made), before anything is written."""
-    root = (config.get("trainer") or {}).get("default_root_dir") or os.getcwd()
-    for what, folder in (("--trainer.default_root_dir", root), ("the checkpoint folder", _checkpoint_folder(config))):
-        existing = Path(folder)
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise ConfigError(
-                f"{what} {folder} cannot be a folder: {existing} is a file. Fix: pass a folder path for "
-                "--trainer.default_root_dir (and --checkpoint.dirpath), or move that file away."
-            )
+def _default_root(config: Any) -> str:
+    """``runs/<algorithm>_<env>`` when neither the config nor the command line names a root."""
+    model = config.get("model") or {}
+    algorithm = str(model.get("class_path") or "model").rsplit(".", 1)[-1].lower()
+    env = re.sub(r"[^A-Za-z0-9]+", "_", str((model.get("init_args") or {}).get("env_id") or "env")).strip("_").lower()
+    return os.path.join("runs", f"{algorithm}_{env}")
+
+
+def _runs(root: str) -> list[str]:
+    """The run folders under ``root`` (``run_1``, ``run_2``, ...), oldest first."""
+    try:
+        names = [n for n in os.listdir(root) if re.fullmatch(rf"{RUN_PREFIX}\d+", n)]
+    except OSError:
+        return []
+    return [os.path.join(root, n) for n in sorted(names, key=lambda n: int(n[len(RUN_PREFIX):]))
+            if os.path.isdir(os.path.join(root, n))]
+
+
+def _is_run(folder: Path) -> bool:
+    return re.fullmatch(rf"{RUN_PREFIX}\d+", folder.name) is not None or (folder / "checkpoints").is_dir()
+
+
+def _new_run(root: str) -> str:
+    """The next run folder's path (made when the run starts, after its inputs are checked)."""
+    runs = _runs(root)
+    return os.path.join(root, f"{RUN_PREFIX}{int(os.path.basename(runs[-1])[len(RUN_PREFIX):]) + 1 if runs else 1}")
+
+
+def _newest_with(root: str, dirpath: str | None, name: str) -> tuple[str, str] | None:
+    """``(file, run folder)`` of the newest run holding ``checkpoints/<name>``: ``dirpath`` when set; else the
+    root itself when it is a run folder (given explicitly, or laid out before run folders), else its newest run."""
+    if dirpath:
+        path = os.path.join(dirpath, name)
+        return (path, os.path.dirname(os.path.abspath(dirpath))) if os.path.isfile(path) else None
+    for run in [root, *reversed(_runs(root))]:
+        path = os.path.join(run, "checkpoints", name)
+        if os.path.isfile(path):
+            return path, run
+    return None
+
+
+def _check_folder(what: str, folder: str) -> None:
+    """``folder`` is a folder, or can be made one, before anything is written."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{what} {folder} cannot be a folder: {existing} is a file. Fix: pass a folder path for "
+            "--trainer.default_root_dir (and --checkpoint.dirpath), or move that file away."
+        )
 
 
 def _wandb_run_id(ckpt_path: str | None) -> str | None:

@@ -85,3 +85,9 @@ def wandb_records(path):
         elif kind_name == "config":
             config.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.config.update})
     return history, config
+
+
+def run_folder(root):
+    """The newest run folder (``run_N``) the CLI made under ``root``; ``root/run_1`` while there is none."""
+    runs = sorted(Path(root).glob("run_*"), key=lambda p: int(p.name.split("_")[1]))
+    return runs[-1] if runs else Path(root) / "run_1"

@@ -2,13 +2,14 @@
 import glob
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
 import lightning_pg as lp
-from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, csv_rows, run_cli, wandb_records
+from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, csv_rows, run_cli, run_folder, wandb_records
 
 
 def test_fit_checkpoint_load_evaluate(tmp_path):
@@ -18,8 +19,8 @@ def test_fit_checkpoint_load_evaluate(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "/6000" in result.stderr + result.stdout  # the progress bar counts env steps toward the budget
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    assert last.is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    last = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
+    assert last.is_file() and (run_folder(tmp_path) / "checkpoints" / "best.ckpt").is_file()
 
     model = lp.REINFORCE.load_from_checkpoint(last)
     assert 6000 <= model.num_timesteps < 6000 + 8 * 500
@@ -39,12 +40,12 @@ def test_fit_checkpoint_load_evaluate(tmp_path):
 def test_resume_continues_the_env_step_count(tmp_path):
     first = run_cli("--model.total_timesteps=3000", root=tmp_path, logger=csv_logger(tmp_path))
     assert first.returncode == 0, first.stderr
-    done = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    done = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert done["lightning_pg"]["num_timesteps"] >= 3000
 
     second = run_cli("--model.total_timesteps=6000", "--ckpt_path=last", root=tmp_path, logger=csv_logger(tmp_path))
     assert second.returncode == 0, second.stderr
-    resumed = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    resumed = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert resumed["lightning_pg"]["num_timesteps"] >= 6000
     assert resumed["global_step"] > done["global_step"]  # the optimizer-step count went on too
     _, second_rows = csv_rows(tmp_path)
@@ -64,7 +65,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_budget(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, stderr
     assert "Traceback" not in stderr and "Resume with --ckpt_path last" in stderr
-    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     stopped_at = state["lightning_pg"]["num_timesteps"]
     assert 0 < stopped_at < 100_000_000
 
@@ -72,7 +73,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_budget(tmp_path):
     resumed = run_cli(f"--model.total_timesteps={budget}", "--ckpt_path=last", root=tmp_path,
                       logger=csv_logger(tmp_path))
     assert resumed.returncode == 0, resumed.stderr
-    final = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"]
+    final = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"]
     assert budget <= final < budget + 8 * 500
     assert min(int(float(r["time/env_steps"])) for r in csv_rows(tmp_path)[1]) > stopped_at
 
@@ -81,13 +82,14 @@ def test_custom_env_by_entry_point(tmp_path):
     result = run_cli("--model.env_id=tests.envs:TwoArmedBandit", "--model.total_timesteps=4000",
                      "--model.network=[]", root=tmp_path)
     assert result.returncode == 0, result.stderr
-    model = lp.REINFORCE.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    import tests.envs  # noqa: F401 - a checkpoint's env class loads once its module is imported (lightning_pg.trust)
+    model = lp.REINFORCE.load_from_checkpoint(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert lp.evaluate(model, n_episodes=2)[0] == 3.0  # it learned to pull the better arm
 
 
 def test_validate_and_test_play_evaluation_episodes(tmp_path):
     assert run_cli("--model.total_timesteps=2000", root=tmp_path).returncode == 0
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
     for sub in ("validate", "test"):
         result = run_cli(f"--ckpt_path={ckpt}", "--model.eval_episodes=3", root=tmp_path, subcommand=sub)
         assert result.returncode == 0, result.stderr
@@ -101,7 +103,7 @@ def test_default_logger_is_an_offline_wandb_run_with_config_and_metrics(tmp_path
     result = run_cli("--model.total_timesteps=3000", "--model.eval_every=1000", root=tmp_path, logger=None, env=env)
     assert result.returncode == 0, result.stderr
     assert time.time() - start < 120  # never waits on a network
-    (run_file,) = glob.glob(f"{tmp_path}/wandb/offline-run-*/run-*.wandb")
+    (run_file,) = glob.glob(f"{run_folder(tmp_path)}/wandb/offline-run-*/run-*.wandb")
     history, config = wandb_records(run_file)
     assert config["total_timesteps"] == 3000 and config["env_id"] == "CartPole-v1"
     assert config["config"]["model"]["class_path"] == "lightning_pg.REINFORCE"  # the full CLI config
@@ -112,7 +114,7 @@ def test_default_logger_is_an_offline_wandb_run_with_config_and_metrics(tmp_path
     # resuming continues the same W&B run
     resumed = run_cli("--model.total_timesteps=5000", "--ckpt_path=last", root=tmp_path, logger=None, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    runs = sorted(glob.glob(f"{tmp_path}/wandb/offline-run-*"))
+    runs = sorted(glob.glob(f"{run_folder(tmp_path)}/wandb/offline-run-*"))  # in the same run folder
     assert len(runs) == 2 and runs[0].rsplit("-", 1)[1] == runs[1].rsplit("-", 1)[1]
 
 
@@ -141,7 +143,7 @@ def test_bad_input_exits_nonzero_with_one_paragraph_and_no_traceback(tmp_path, c
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("lightning_pg: error:")]
     assert len(error_lines) == 1 and "Fix:" in error_lines[0]
-    assert not (tmp_path / "checkpoints").exists()
+    assert not (run_folder(tmp_path) / "checkpoints").exists()
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
@@ -153,18 +155,18 @@ def test_env_failure_mid_run_keeps_the_last_checkpoint(tmp_path):
     ok = run_cli("--model.env_id=tests.envs:RaisesAfter", "--model.env_kwargs={steps: 100000}",
                  "--model.total_timesteps=2000", root=tmp_path)
     assert ok.returncode == 0, ok.stderr
-    before = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    before = (run_folder(tmp_path) / "checkpoints" / "last.ckpt").read_bytes()
     for env_id, message in (("RaisesAfter", "raised RuntimeError in step(): simulator exploded"),
                             ("NaNAfter", "NaN or infinite")):
         bad = run_cli(f"--model.env_id=tests.envs:{env_id}", "--model.env_kwargs={steps: 30}",
                       "--model.total_timesteps=4000", "--ckpt_path=last", root=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
-        assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before
+        assert (run_folder(tmp_path) / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
 def test_a_checkpoint_of_the_earlier_layout_is_refused_in_one_paragraph(tmp_path):
     assert run_cli("--model.total_timesteps=500", root=tmp_path).returncode == 0
-    path = tmp_path / "checkpoints" / "last.ckpt"
+    path = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
     state = torch.load(path, weights_only=False)
     del state["lightning_pg"]["format"]  # as 0.1.x wrote them
     torch.save(state, path)
@@ -175,3 +177,15 @@ def test_a_checkpoint_of_the_earlier_layout_is_refused_in_one_paragraph(tmp_path
         assert "checkpoint format 1, this version reads 2" in result.stderr
     assert path.read_bytes() == before
 
+
+
+def test_without_a_root_runs_go_under_runs_algorithm_env(tmp_path):
+    """Not into the current folder, where the next run of another algorithm would overwrite them."""
+    (tmp_path / "cfg.yaml").write_text("model:\n  class_path: lightning_pg.PPO\n  init_args:\n    env_id: CartPole-v1\n"
+                                       "    n_steps: 64\n    batch_size: 64\n    total_timesteps: 512\n"
+                                       "    eval_every: -1\ntrainer:\n  logger: false\n")
+    result = subprocess.run([sys.executable, "-m", "lightning_pg", "fit", "--config", "cfg.yaml"], cwd=tmp_path,
+                            env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "runs"]
+    assert (tmp_path / "runs" / "ppo_cartpole_v1" / "run_1" / "checkpoints" / "last.ckpt").is_file()

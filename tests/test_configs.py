@@ -9,7 +9,7 @@ import yaml
 
 import lightning_pg
 from lightning_pg.algorithms.base import RLModule
-from tests.helpers import REPO, ckpt_state, run_cli
+from tests.helpers import REPO, ckpt_state, run_cli, run_folder
 
 CONFIGS = sorted(Path(p).name for p in glob.glob(str(REPO / "configs" / "*.yaml")))
 
@@ -34,7 +34,7 @@ def test_config_runs_through_the_cli(tmp_path, config):
     overridden = {o.split("=")[0].removeprefix("--model.") for o in overrides}
     result = run_cli(*overrides, "--model.eval_episodes=2", config=f"configs/{config}", root=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert state["lightning_pg"]["num_timesteps"] >= budget
     # every key of the config reached the model unchanged (nothing silently dropped or renamed)
     saved = state["hyper_parameters"]

@@ -3,14 +3,14 @@ import signal
 import subprocess
 import time
 
-from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli
+from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli, run_folder
 
 
 def test_ppo_under_ddp_counts_env_steps_over_both_ranks(tmp_path):
     result = run_cli("--trainer.strategy=ddp", "--trainer.devices=2", "--model.total_timesteps=8192",
                      "--model.eval_every=-1", config="configs/ppo_cartpole.yaml", root=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     # each rank steps 8 envs x 32 steps per rollout, 512 env steps per rollout in all: 16 rollouts of 20
     # full-batch epochs reach 8192. Counting one rank only would take 32 rollouts (640 optimizer steps).
     assert state["lightning_pg"]["num_timesteps"] == 8192
@@ -31,5 +31,5 @@ def test_a_stop_that_reaches_one_rank_stops_every_rank_at_the_same_batch_and_sav
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "Stopped by SIGTERM" in stderr and "Stopped at once" not in stderr
-    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert 0 < state["lightning_pg"]["num_timesteps"] < 10000000

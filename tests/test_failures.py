@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli
+from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli, run_folder
 
 PPO = "configs/ppo_cartpole.yaml"
 SHORT = ["--model.total_timesteps=2048", "--model.eval_every=1024"]
@@ -47,15 +47,15 @@ def one_paragraph(result, message, status=2):
 
 
 def _copy_run(trained, tmp_path):
-    root = tmp_path / "run"
+    root = tmp_path / "runs"
     shutil.copytree(trained, root)
-    (root / "config.yaml").write_text("# the run's own config\n")
+    (run_folder(root) / "config.yaml").write_text("# the run's own config\n")
     return root
 
 
 def _damaged(kind, trained, tmp_path):
     path = tmp_path / f"{kind}.ckpt"
-    good = (trained / "checkpoints" / "last.ckpt").read_bytes()
+    good = (run_folder(trained) / "checkpoints" / "last.ckpt").read_bytes()
     if kind == "truncated":
         path.write_bytes(good[: len(good) // 2])
     elif kind == "random":
@@ -76,12 +76,13 @@ DAMAGED = {"truncated": "cannot be read", "random": "cannot be read", "empty": "
 def test_damaged_checkpoint_is_refused_before_anything_is_written(trained, tmp_path, kind, subcommand):
     root = _copy_run(trained, tmp_path)
     path = _damaged(kind, trained, tmp_path)
-    before = (root / "checkpoints" / "last.ckpt").read_bytes()
+    run = run_folder(root)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     result = run_cli(*SHORT, f"--ckpt_path={path}", config=PPO, root=root, logger="true", subcommand=subcommand)
     one_paragraph(result, DAMAGED[kind])
-    assert (root / "config.yaml").read_text() == "# the run's own config\n"  # not rewritten
-    assert not (root / "wandb").exists()  # no W&B run started
-    assert (root / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert (run / "config.yaml").read_text() == "# the run's own config\n"  # not rewritten
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # nothing written: no new run
+    assert [p.name for p in root.iterdir()] == [run.name]  # folder, W&B run or checkpoint
 
 
 def test_checkpoint_of_other_network_sizes(trained, tmp_path):
@@ -96,24 +97,24 @@ def test_ckpt_path_best(trained, tmp_path):
     result = run_cli("--ckpt_path=best", config=PPO, root=trained, subcommand="validate")
     assert result.returncode == 0 and "eval/return_mean" in result.stdout, result.stderr[-2000:]
     one_paragraph(run_cli("--ckpt_path=best", config=PPO, root=tmp_path, subcommand="validate"),
-                  "--ckpt_path best names")
+                  "--ckpt_path best: no run under")
 
 
 def test_ckpt_path_last_with_nothing_to_resume_starts_a_new_run_and_says_so(tmp_path):
     result = run_cli("--model.total_timesteps=512", "--model.eval_every=-1", "--ckpt_path=last", config=PPO,
                      root=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"no {tmp_path}/checkpoints/last.ckpt to resume: starting a new run." in result.stderr
-    assert ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] == 512
+    assert f"no last.ckpt under {tmp_path} to resume: starting a new run." in result.stderr
+    assert ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] == 512
 
 
 def test_budget_already_reached_is_refused_and_leaves_last_ckpt_alone(trained, tmp_path):
     root = _copy_run(trained, tmp_path)
-    before = (root / "checkpoints" / "last.ckpt").read_bytes()
+    before = (run_folder(root) / "checkpoints" / "last.ckpt").read_bytes()
     for budget in (1024, 2048):  # below, and equal to, the 2,048 env steps done
         one_paragraph(run_cli(f"--model.total_timesteps={budget}", "--ckpt_path=last", config=PPO, root=root),
                       "has already taken 2048 env steps")
-    assert (root / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert (run_folder(root) / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
 SETTINGS = {
@@ -146,7 +147,7 @@ def test_settings_are_checked_at_start(tmp_path, case):
 
 def test_full_disk_leaves_the_previous_checkpoint_and_no_partial_file(trained, tmp_path):
     with tmpfs(tmp_path / "disk", "400k") as disk:  # room for last.ckpt and best.ckpt (148 kB each), no more
-        shutil.copy(trained / "checkpoints" / "last.ckpt", disk / "last.ckpt")
+        shutil.copy(run_folder(trained) / "checkpoints" / "last.ckpt", disk / "last.ckpt")
         result = run_cli("--model.total_timesteps=100000", "--model.eval_every=1024",
                          "--checkpoint.every_n_env_steps=1024", f"--checkpoint.dirpath={disk}", "--ckpt_path=last",
                          config=PPO, root=tmp_path / "run")
@@ -163,13 +164,13 @@ def test_full_system_temp_folder_does_not_stop_saving(tmp_path):
         result = run_cli("--model.total_timesteps=2048", "--model.eval_every=1024", config=PPO,
                          root=tmp_path / "run", env=cli_env(TMPDIR=str(tmp)))
         assert result.returncode == 0, result.stderr[-2000:]
-    assert ckpt_state(tmp_path / "run" / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] == 2048
-    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
+    assert ckpt_state(run_folder(tmp_path / "run") / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] == 2048
+    assert (run_folder(tmp_path / "run") / "checkpoints" / "best.ckpt").exists()
 
 
 def test_read_only_checkpoint_folder(trained, tmp_path):
     with tmpfs(tmp_path / "ro", "1m") as folder:
-        shutil.copytree(trained / "checkpoints", folder / "checkpoints")
+        shutil.copytree(run_folder(trained) / "checkpoints", run_folder(folder) / "checkpoints")
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
         result = run_cli("--model.total_timesteps=4096", "--ckpt_path=last", config=PPO, root=folder)
         one_paragraph(result, "cannot be written (Read-only file system)")
@@ -181,7 +182,7 @@ def _slow_run(root, *extra):
                     "--model.batch_size=64", "--model.eval_every=-1", "--checkpoint.every_n_env_steps=64", *extra,
                     config=PPO, root=root)
     proc = subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = root / "checkpoints" / "last.ckpt"
+    last = run_folder(root) / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # the fast steps end at 300: last.ckpt at 256 stands
         if last.exists() and ckpt_state(last)["lightning_pg"]["num_timesteps"] == 256:
@@ -217,11 +218,35 @@ def test_second_ctrl_c_stops_at_once_without_saving(tmp_path):
     assert last.read_bytes() == before
 
 
-def test_one_run_per_folder(tmp_path):
+def test_two_fits_of_one_config_keep_both_runs(trained, tmp_path):
+    root = _copy_run(trained, tmp_path)
+    first = run_folder(root)
+    before = (first / "checkpoints" / "best.ckpt").read_bytes()
+    again = run_cli(*SHORT, "--seed_everything=1", config=PPO, root=root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    second = run_folder(root)
+    assert second != first and f"run folder {second}" in again.stderr
+    assert (first / "checkpoints" / "best.ckpt").read_bytes() == before  # the first run's best agent stays
+    assert (second / "checkpoints" / "best.ckpt").is_file() and (second / "config.yaml").is_file()
+    # `--ckpt_path last` resumes the newest run, in its own folder
+    resumed = run_cli("--model.total_timesteps=3072", "--model.eval_every=-1", "--ckpt_path=last", config=PPO, root=root)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert sorted(p.name for p in root.iterdir()) == sorted([first.name, second.name])
+    assert ckpt_state(second / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] == 3072
+    # validate reads the newest best.ckpt and writes nothing
+    files = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    validated = run_cli("--ckpt_path=best", config=PPO, root=root, logger="true", subcommand="validate")
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == files
+
+
+def test_one_writer_per_run_folder(tmp_path):
     proc, last = _slow_run(tmp_path)
     try:
         before = last.read_bytes()
-        second = run_cli("--model.total_timesteps=2048", config=PPO, root=tmp_path)
+        second = run_cli("--model.env_id=tests.envs:SlowAfter", "--model.num_envs=1", "--model.n_steps=64",
+                         "--model.batch_size=64", "--model.total_timesteps=4096", "--ckpt_path=last", config=PPO,
+                         root=tmp_path)  # resumes the same run folder
         line = one_paragraph(second, "Another lightning_pg run")
         assert f"pid {proc.pid}" in line
         assert last.read_bytes() == before
@@ -229,12 +254,15 @@ def test_one_run_per_folder(tmp_path):
         proc.kill()
         proc.wait()
     # SIGKILL left the lock file behind: the OS released its lock, so the next run into the folder goes ahead,
-    # and removes the partial file of a write a kill cut short
+    # and removes the partial file of a write a kill cut short (fresh envs: the slow ones pickled in the
+    # checkpoint are replaced, as env_kwargs differ)
     torn = last.parent / "last.ckpt.partial"
     torn.write_bytes(b"torn")
-    after = run_cli("--model.total_timesteps=512", "--model.eval_every=-1", config=PPO, root=tmp_path)
+    after = run_cli("--model.env_id=tests.envs:SlowAfter", "--model.env_kwargs={fast: 100000}", "--model.num_envs=1",
+                    "--model.n_steps=64", "--model.batch_size=64", "--model.eval_every=-1",
+                    "--model.total_timesteps=512", "--ckpt_path=last", config=PPO, root=tmp_path)
     assert after.returncode == 0, after.stderr[-2000:]
-    assert not torn.exists()
+    assert not torn.exists() and run_folder(tmp_path) == last.parent.parent
 
 
 def test_wandb_online_without_a_network_falls_back_to_offline(tmp_path):
@@ -244,7 +272,7 @@ def test_wandb_online_without_a_network_falls_back_to_offline(tmp_path):
                                                 WANDB_BASE_URL="http://127.0.0.1:9", WANDB_INIT_TIMEOUT="3"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "W&B could not start online" in result.stderr and "wandb sync" in result.stderr
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert list((run_folder(tmp_path) / "wandb").glob("offline-run-*"))
     assert time.time() - start < 90
 
 
@@ -261,4 +289,4 @@ def test_resume_with_fewer_envs_restores_what_still_fits_and_says_what_restarts(
                       config=config, root=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "differ from the checkpoint's" in resumed.stderr and said in resumed.stderr
-    assert ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] >= 800
+    assert ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] >= 800

@@ -12,7 +12,7 @@ from lightning_pg import DDPG, SAC, TD3
 from lightning_pg.algorithms.off_policy import OffPolicyModule
 from lightning_pg.data import ReplayBuffer
 from lightning_pg.networks import QCritics, TanhGaussian
-from tests.helpers import ckpt_state, csv_logger, csv_rows, data_state, run_cli
+from tests.helpers import ckpt_state, csv_logger, csv_rows, data_state, run_cli, run_folder
 
 SMALL = dict(network=[32, 32], batch_size=32, eval_every=-1)
 
@@ -187,11 +187,11 @@ def test_resume_through_the_cli_neither_redoes_warmup_nor_bursts(tmp_path):
     args = ["--model.network=[32,32]", "--model.batch_size=32", "--model.learning_starts=300", "--model.eval_every=-1"]
     first = run_cli(*args, "--model.total_timesteps=400", config="configs/sac_pendulum.yaml", root=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["off_policy"]["num_updates"] == 100
+    assert ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["off_policy"]["num_updates"] == 100
     second = run_cli(*args, "--model.total_timesteps=500", "--ckpt_path=last", config="configs/sac_pendulum.yaml",
                      root=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     # 100 more env steps, each with exactly one update: a second warm-up would give fewer, a catch-up more
     assert state["lightning_pg"]["num_timesteps"] == 500 and state["off_policy"]["num_updates"] == 200
     assert data_state(state)["replay_buffer"]["size"] == 500
@@ -204,13 +204,13 @@ def test_resume_without_the_buffer_refills_it_with_the_policy(tmp_path):
                     logger=csv_logger(tmp_path))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "leave the replay buffer out" in first.stdout + first.stderr
-    assert "replay_buffer" not in data_state(ckpt_state(tmp_path / "checkpoints" / "last.ckpt"))
+    assert "replay_buffer" not in data_state(ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt"))
     second = run_cli(*args, "--model.total_timesteps=500", "--ckpt_path=last", config="configs/td3_pendulum.yaml",
                      root=tmp_path, logger=csv_logger(tmp_path))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "refilling it with the current policy" in second.stdout + second.stderr
     # no random warm-up again: updates resume once the buffer holds a batch (32), 100 - 31 steps later
-    assert ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["off_policy"]["num_updates"] == 100 + 69
+    assert ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["off_policy"]["num_updates"] == 100 + 69
     assert any("loss/q" in row for row in csv_rows(tmp_path)[1])
 
 

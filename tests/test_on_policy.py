@@ -16,7 +16,7 @@ from lightning_pg.networks.actor_critic import _TanhMLPFunction
 from lightning_pg.networks.numpy_actor import NumpyActor
 from lightning_pg.optimizer_steps import OptimizerSteps
 from tests.envs import RecordActions
-from tests.helpers import ckpt_state, csv_logger, csv_rows, run_cli
+from tests.helpers import ckpt_state, csv_logger, csv_rows, run_cli, run_folder
 from tests.reference import (a2c_objective, assert_gradients_match, log_prob as reference_log_prob, ppo_objective,
                              record_step, reference_gradient, standard_forward)
 
@@ -163,11 +163,11 @@ def test_resume_continues_the_schedules_and_counters(tmp_path):
     logger = csv_logger(tmp_path)
     first = run_cli(*args, "--trainer.max_steps=320", config="configs/ppo_cartpole.yaml", root=tmp_path, logger=logger)
     assert first.returncode == 0, first.stderr[-2000:]
-    stopped = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    stopped = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert stopped["lightning_pg"]["num_timesteps"] == 4096 and stopped["global_step"] == 320
     second = run_cli(*args, "--ckpt_path=last", config="configs/ppo_cartpole.yaml", root=tmp_path, logger=logger)
     assert second.returncode == 0, second.stderr[-2000:]
-    done = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    done = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert done["lightning_pg"]["num_timesteps"] == 8192 and done["global_step"] == 640
     rows = [r for r in csv_rows(tmp_path)[1] if "ppo/learning_rate" in r]
     first_row = rows[0]

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, run_cli
+from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, run_cli, run_folder
 
 BIT_IDENTICAL = {
     # config: (budget, extra args); budgets keep each run to a few seconds of training
@@ -56,14 +56,14 @@ def test_ctrl_c_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, c
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
-    stopped_at = ckpt_state(broken / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"]
+    stopped_at = ckpt_state(run_folder(broken) / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"]
     assert 0 < stopped_at < budget
     resumed = subprocess.run(_fit_args(config, budget, extra, broken) + ["--ckpt_path=last"], cwd=REPO, env=cli_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
-    weights_a, optim_a, steps_a, global_a = _state(straight / "checkpoints" / "last.ckpt")
-    weights_b, optim_b, steps_b, global_b = _state(broken / "checkpoints" / "last.ckpt")
+    weights_a, optim_a, steps_a, global_a = _state(run_folder(straight) / "checkpoints" / "last.ckpt")
+    weights_b, optim_b, steps_b, global_b = _state(run_folder(broken) / "checkpoints" / "last.ckpt")
     assert (steps_a, global_a) == (steps_b, global_b)
     assert weights_a.keys() == weights_b.keys()
     for name in weights_a:
@@ -79,7 +79,7 @@ def test_sigkill_at_any_moment_never_loses_more_than_a_checkpoint_interval(tmp_p
     args = cli_args(f"--model.total_timesteps={budget}", "--model.eval_every=-1", "--model.log_every=256",
                     "--checkpoint.every_n_env_steps=256", config="configs/ppo_cartpole.yaml", root=tmp_path,
                     logger=csv_logger(tmp_path))
-    last = tmp_path / "checkpoints" / "last.ckpt"
+    last = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
     seen = [0]
     for attempt, delay in enumerate((0.0, 0.35, 0.8, 1.3)):
         proc = subprocess.Popen(args + (["--ckpt_path=last"] if attempt else []), cwd=REPO, env=cli_env(),
@@ -91,7 +91,7 @@ def test_sigkill_at_any_moment_never_loses_more_than_a_checkpoint_interval(tmp_p
         time.sleep(delay)  # kill at different moments: mid-rollout, mid-update, mid-save
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
-        for path in glob.glob(f"{tmp_path}/checkpoints/*.ckpt"):  # every checkpoint on disk loads
+        for path in glob.glob(f"{run_folder(tmp_path)}/checkpoints/*.ckpt"):  # every checkpoint on disk loads
             torch.load(path, map_location="cpu", weights_only=True)
         steps = ckpt_state(last)["lightning_pg"]["num_timesteps"]
         assert seen[-1] < steps < budget  # went forward, not from zero, and was not finished yet
@@ -110,19 +110,19 @@ def test_sigterm_saves_and_exits_like_ctrl_c(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM and "Stopped by SIGTERM" in stderr and "Traceback" not in stderr
-    assert ckpt_state(tmp_path / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] > 0
+    assert ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] > 0
 
 
 def test_checkpoint_of_another_algorithm_is_refused_and_left_alone(tmp_path):
     reinforce = tmp_path / "reinforce"
     assert run_cli("--model.total_timesteps=500", root=reinforce).returncode == 0
-    path = reinforce / "checkpoints" / "last.ckpt"
+    path = run_folder(reinforce) / "checkpoints" / "last.ckpt"
     before = path.read_bytes()
     result = run_cli("--model.total_timesteps=1000", f"--ckpt_path={path}", config="configs/ppo_cartpole.yaml",
                      root=tmp_path / "ppo")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "holds a REINFORCE model, but the config builds PPO" in result.stderr
-    assert path.read_bytes() == before and not (tmp_path / "ppo" / "checkpoints" / "last.ckpt").exists()
+    assert path.read_bytes() == before and not (run_folder(tmp_path / "ppo") / "checkpoints" / "last.ckpt").exists()
 
 
 def test_env_that_raises_in_reset(tmp_path):
@@ -137,6 +137,6 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
                      "--model.baseline=value", root=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "Training diverged at" in result.stderr and "loss/value=inf" in result.stderr
-    state = ckpt_state(tmp_path / "checkpoints" / "last.ckpt")
+    state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert 0 < state["lightning_pg"]["num_timesteps"] < 8 * 3000  # saved before the rewards blew up
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())

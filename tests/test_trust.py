@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_pg import PPO, ConfigError, EnvError, evaluate, trust
-from tests.helpers import ckpt_state, data_state, run_cli
+from tests.helpers import ckpt_state, data_state, run_cli, run_folder
 
 BUDGET = 2048
 
@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     result = run_cli(f"--model.total_timesteps={BUDGET}", "--model.eval_every=-1", "--seed_everything=3",
                      config="configs/ppo_cartpole.yaml", root=root)
     assert result.returncode == 0, result.stderr[-2000:]
-    return root / "checkpoints" / "last.ckpt"
+    return run_folder(root) / "checkpoints" / "last.ckpt"
 
 
 def _hostile_env_state(trained, tmp_path):
@@ -134,7 +134,7 @@ def test_unsigned_env_state_resumes_with_rebuilt_envs_and_a_warning(trained, tmp
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "not signed by this user" in resumed.stderr
     assert "building fresh envs seeded from the saved RNG" in resumed.stderr
-    end = ckpt_state(root / "checkpoints" / "last.ckpt")
+    end = ckpt_state(run_folder(root) / "checkpoints" / "last.ckpt")
     assert end["lightning_pg"]["num_timesteps"] == 2 * BUDGET and end["global_step"] > state["global_step"]
 
 
