@@ -17,8 +17,11 @@ Defaults a user should not have to write:
 from __future__ import annotations
 
 import gc
+import glob
+import logging
 import os
 import re
+import secrets
 import sys
 import warnings
 from pathlib import Path
@@ -42,6 +45,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": True,  # Lightning's "the default logger"; here that is W&B in offline mode (default_logger())
     "max_epochs": -1,  # the env-step budget (model.total_timesteps) ends the fit, not epochs
     "num_sanity_val_steps": 0,
+    "enable_model_summary": False,  # the start line gives the parameter count (see before_fit)
 }
 
 
@@ -90,6 +94,16 @@ class RLCLI(LightningCLI):
                                   "--torch_threads N.")
             torch.set_num_threads(threads)
 
+    def _set_seed(self) -> None:
+        # Lightning seeds a run without --seed_everything with 0, so two such runs were one run twice: draw a
+        # fresh seed instead; Lightning prints it ("Seed set to N") and config.yaml keeps it, so the run can be
+        # repeated. DDP workers Lightning launches take their rank 0's (it passes PL_GLOBAL_SEED on).
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("seed_everything") is True:
+            worker = os.environ.get("LOCAL_RANK", "0") != "0" and "PL_GLOBAL_SEED" in os.environ
+            config["seed_everything"] = int(os.environ["PL_GLOBAL_SEED"]) if worker else secrets.randbelow(2**31)
+        super()._set_seed()
+
     def _parse_ckpt_path(self) -> None:
         # Lightning would replace the config's model by the checkpoint's hyperparameters; here the config
         # defines the run (so `--model.total_timesteps` can extend a finished one) and the checkpoint its state.
@@ -115,8 +129,7 @@ class RLCLI(LightningCLI):
                 config["ckpt_path"], run = found
             elif ckpt_path == "last" and fit:
                 # a job script that always passes `--ckpt_path last` starts the run the first time
-                print(f"lightning_pg: no last.ckpt under {root} to resume: starting a new run.", file=sys.stderr,
-                      flush=True)
+                say(f"no last.ckpt under {root} to resume: starting a new run.")
                 config["ckpt_path"] = None
             else:
                 raise ConfigError(
@@ -154,7 +167,27 @@ class RLCLI(LightningCLI):
                     callback.hold_folder(self.trainer)
         self._start_loggers()
         if first:
-            print(f"lightning_pg: run folder {self.trainer.default_root_dir}", file=sys.stderr, flush=True)
+            model, trainer, config = self.model, self.trainer, self.config[self.subcommand]
+            params = sum(p.numel() for p in model.parameters())
+            say(f"{type(model).__name__} on {model.hparams.env_id}: observations {_describe(model.observation_space)}, "
+                f"actions {_describe(model.action_space)}; {params:,} parameters; {trainer.strategy.root_device.type}, precision "
+                f"{trainer.precision}; seed {config.get('seed_everything')}; {model.hparams.total_timesteps:,} env steps")
+            say(f"run folder {trainer.default_root_dir}" + (f", resuming {config['ckpt_path']} at {done:,} env steps"
+                                                             if checkpoint else ""))
+
+    def after_fit(self) -> None:
+        if os.environ.get("LOCAL_RANK", "0") != "0":
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            files = [p for p in (callback.last_model_path, getattr(callback, "best_model_path", "")) if p]
+            if files:
+                say(f"checkpoints {' and '.join(files)}")
+        for logger in self.trainer.loggers:
+            runs = sorted(glob.glob(os.path.join(logger.save_dir or "", "wandb", "offline-run-*")))
+            if type(logger).__name__ == "WandbLogger" and runs:
+                say(f"W&B run {runs[-1]} (upload it with `wandb sync {runs[-1]}`)")
+            elif type(logger).__name__ != "WandbLogger" and logger.log_dir:
+                say(f"logs {logger.log_dir}")
 
     def before_validate(self) -> None:
         self._check_checkpoint()
@@ -186,7 +219,8 @@ class RLCLI(LightningCLI):
 
                 wandb.teardown()  # the failed session keeps its settings (the run folder among them) otherwise
                 kwargs = {k: v for k, v in logger._wandb_init.items() if k not in ("settings", "mode", "dir")}
-                loggers[i] = WandbLogger(save_dir=logger.save_dir, offline=True, mode="offline", **kwargs)
+                loggers[i] = WandbLogger(save_dir=logger.save_dir, offline=True, mode="offline",
+                                         settings=wandb.Settings(silent=True), **kwargs)
                 print(f"lightning_pg: W&B could not start online ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}): "
                       f"logging offline under {logger.save_dir}/wandb instead; upload it later with `wandb sync "
                       f"{logger.save_dir}/wandb/offline-run-*`.", file=sys.stderr, flush=True)
@@ -210,19 +244,25 @@ class RLCLI(LightningCLI):
         from pytorch_lightning.loggers import WandbLogger
 
         root = trainer_config["default_root_dir"]  # the run folder (see _parse_ckpt_path)
+        import wandb
+
         kwargs: dict[str, Any] = {"save_dir": root, "project": "lightning_pg"}
+        # silent: the end line names the run and its `wandb sync` command; online starts are bounded (see
+        # _start_loggers), where wandb's own default waits 90 s and more
+        settings = {"silent": True}
         if "WANDB_MODE" not in os.environ:
             kwargs["offline"] = True
-        else:  # online: bounded (see _start_loggers), where wandb's own default waits 90 s and more
-            import wandb
-
-            kwargs["settings"] = wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 15)))
+        else:
+            settings["init_timeout"] = float(os.environ.get("WANDB_INIT_TIMEOUT", 15))
+        kwargs["settings"] = wandb.Settings(**settings)
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "fit":
             run_id = _wandb_run_id(config.get("ckpt_path"))
             if run_id is not None:
                 kwargs.update(id=run_id, resume="allow")
-        return WandbLogger(**kwargs)
+        logger = WandbLogger(**kwargs)
+        logger._wandb_init.pop("anonymous", None)  # WandbLogger always passes it, and wandb warns it does nothing
+        return logger
 
 
 RUN_PREFIX = "run_"
@@ -293,6 +333,24 @@ def _wandb_run_id(ckpt_path: str | None) -> str | None:
     return (state.get("lightning_pg") or {}).get("wandb_run_id")
 
 
+def _describe(space: Any) -> str:
+    """A space in a few words: ``Box (4,) float32`` rather than its bounds, element by element."""
+    return f"Box {tuple(space.shape)} {space.dtype}" if type(space).__name__ == "Box" else str(space)
+
+
+def say(line: str) -> None:
+    print(f"lightning_pg: {line}", file=sys.stderr, flush=True)
+
+
+#: what Lightning and W&B print that a user of this program does not need (their own choices of hardware, an
+#: advertisement, notes on choices made here on purpose); the start and end lines say what matters instead
+QUIET = re.compile(r"GPU available|TPU available|HPU available|💡 Tip|will override existing callbacks|Seed set to")
+
+
+def _quiet_logs(record: logging.LogRecord) -> bool:
+    return not QUIET.search(str(record.msg))
+
+
 def _check_config_files(argv: list[str]) -> None:
     """Each ``--config`` file parses as YAML, or one paragraph naming the file, line and column (jsonargparse's
     own message names ``<unicode string>``)."""
@@ -355,6 +413,9 @@ LIGHTNING_NOTES = (".*dataloader_iter.*", "Total length of .* across ranks is ze
 def main(args: list[str] | None = None) -> None:
     for message in LIGHTNING_NOTES:
         warnings.filterwarnings("ignore", message=message)
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "lightning_fabric.utilities.seed"):
+        logging.getLogger(name).addFilter(_quiet_logs)
     # Everything imported so far (torch, torch._dynamo via Lightning, sympy, ~2,000 modules) lives as long as
     # the process: moved out of the cyclic GC's reach, later full collections and the interpreter's exit no
     # longer walk it, the interpreter's exit included. (`python -m lightning_pg` has frozen them already, see

@@ -21,6 +21,8 @@ def cli_env(**extra):
 
 def cli_args(*args, config="configs/reinforce_cartpole.yaml", root=None, logger="false", subcommand="fit"):
     cmd = [sys.executable, "-m", "lightning_pg", subcommand]
+    if not any(str(a).startswith("--seed_everything") for a in args):
+        args = (*args, "--seed_everything=0")  # the tests' runs are repeatable; a run's own seed is drawn fresh
     if config:
         cmd += ["--config", str(REPO / config)]
     if root is not None:

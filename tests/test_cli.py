@@ -1,5 +1,6 @@
 """The command line end to end, in real subprocesses: fit, checkpoints, resume, Ctrl+C, W&B, bad input."""
 import glob
+import re
 import signal
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 import lightning_pg as lp
 from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, csv_rows, run_cli, run_folder, wandb_records
@@ -189,3 +191,47 @@ def test_without_a_root_runs_go_under_runs_algorithm_env(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "runs"]
     assert (tmp_path / "runs" / "ppo_cartpole_v1" / "run_1" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_without_a_seed_each_run_draws_its_own_and_keeps_it(tmp_path):
+    seeds = []
+    for _ in range(2):
+        cmd = [sys.executable, "-m", "lightning_pg", "fit", "--config", str(REPO / "configs/ppo_cartpole.yaml"),
+               "--trainer.default_root_dir", str(tmp_path), "--trainer.logger=false", "--model.total_timesteps=256",
+               "--model.eval_every=-1"]
+        result = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        saved = yaml.safe_load((run_folder(tmp_path) / "config.yaml").read_text())["seed_everything"]
+        assert f"; seed {saved};" in result.stderr and "No seed found" not in result.stderr
+        seeds.append(saved)
+    assert seeds[0] != seeds[1]
+    # the saved seed repeats the run: the same first weights update as with --seed_everything given
+    again = run_cli("--model.total_timesteps=256", "--model.eval_every=-1", f"--seed_everything={seeds[1]}",
+                    config="configs/ppo_cartpole.yaml", root=tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-2000:]
+    first = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["state_dict"]
+    repeat = ckpt_state(run_folder(tmp_path / "again") / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(first[k], repeat[k]) for k in first)
+
+
+def test_the_console_is_a_start_summary_the_bar_and_an_end_summary(tmp_path):
+    env = cli_env()
+    env.pop("WANDB_MODE", None)
+    result = run_cli("--model.total_timesteps=4096", "--model.eval_every=2048", config="configs/ppo_cartpole.yaml",
+                     root=tmp_path, logger=None, env=env)  # the config as a user runs it: W&B offline included
+    assert result.returncode == 0, result.stderr[-2000:]
+    frames = (result.stdout + result.stderr).replace("\r", "\n").splitlines()
+    bar = re.compile(r"(PPO|Epoch \d+|Training):? .*\|")  # the progress bar's frames
+    lines = [line for line in frames if line.strip() and not bar.match(line)]
+    run = run_folder(tmp_path)
+    (wandb_run,) = glob.glob(f"{run}/wandb/offline-run-*")
+    assert lines == [
+        "lightning_pg: PPO on CartPole-v1: observations Box (4,) float32, actions Discrete(2); 9,155 parameters; "
+        "cpu, precision 32-true; seed 0; 4,096 env steps",
+        f"lightning_pg: run folder {run}",
+        lines[2],  # the fit's own summary, checked below
+        f"lightning_pg: checkpoints {run}/checkpoints/last.ckpt and {run}/checkpoints/best.ckpt",
+        f"lightning_pg: W&B run {wandb_run} (upload it with `wandb sync {wandb_run}`)",
+    ], "\n".join(lines)
+    assert re.fullmatch(r"PPO: 4096 env steps \(4096 in this fit\) in [\d.]+ s of fit, \d+ env steps/s; last eval "
+                        r"return [\d.]+ ± [\d.]+", lines[2])
