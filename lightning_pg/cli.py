@@ -143,8 +143,8 @@ class RLCLI(LightningCLI):
                     f"--ckpt_path {ckpt_path} does not exist. Fix: pass an existing .ckpt file, or `--ckpt_path "
                     "last` to continue the newest run under --trainer.default_root_dir."
                 )
-            folder = Path(ckpt_path).resolve().parent  # a checkpoint of a run folder: that run goes on there
-            run = str(folder.parent) if folder.name == "checkpoints" and _is_run(folder.parent) else None
+            folder = Path(ckpt_path).resolve().parent  # <run>/checkpoints/<file>: that run goes on in its folder
+            run = str(folder.parent) if folder.name == "checkpoints" else None
         if fit and not checkpoint.get("dirpath"):
             if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_FOLDER_VARIABLE):
                 run = os.environ[RUN_FOLDER_VARIABLE]  # a DDP worker Lightning launched: its rank 0's run folder
@@ -285,10 +285,6 @@ def _runs(root: str) -> list[str]:
         return []
     return [os.path.join(root, n) for n in sorted(names, key=lambda n: int(n[len(RUN_PREFIX):]))
             if os.path.isdir(os.path.join(root, n))]
-
-
-def _is_run(folder: Path) -> bool:
-    return re.fullmatch(rf"{RUN_PREFIX}\d+", folder.name) is not None or (folder / "checkpoints").is_dir()
 
 
 def _new_run(root: str) -> str:
