@@ -92,10 +92,15 @@ def test_custom_env_by_entry_point(tmp_path):
 def test_validate_and_test_play_evaluation_episodes(tmp_path):
     assert run_cli("--model.total_timesteps=2000", root=tmp_path).returncode == 0
     ckpt = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
+    from lightning_pg.algorithms.base import EVAL_SEED
+
+    # the number validate and test print is evaluate() of the same weights, on the same episodes
+    expected, _ = lp.evaluate(lp.REINFORCE.load_from_checkpoint(ckpt), 3, seed=EVAL_SEED)
     for sub in ("validate", "test"):
         result = run_cli(f"--ckpt_path={ckpt}", "--model.eval_episodes=3", root=tmp_path, subcommand=sub)
         assert result.returncode == 0, result.stderr
-        assert "eval/return_mean" in result.stdout
+        printed = float(re.search(r"eval/return_mean\s*│?\s*([-\d.]+)", result.stdout).group(1))
+        assert printed == pytest.approx(expected, abs=1e-4)
 
 
 def test_default_logger_is_an_offline_wandb_run_with_config_and_metrics(tmp_path):
