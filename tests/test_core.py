@@ -148,3 +148,33 @@ def test_categorical_and_gaussian_match_torch_distributions():
 def test_invalid_hyperparameters_raise_config_error(bad):
     with pytest.raises(lp.ConfigError, match="Invalid hyperparameter"):
         REINFORCE(env_id="CartPole-v1", **bad)
+
+
+def test_reward_scaling_is_vecnormalize_known_answer():
+    """Each reward divided by the running std of the discounted return (SB3's VecNormalize(norm_reward=True)),
+    against a plain numpy loop; and the rollout's returns come from the scaled rewards."""
+    from lightning_pg.data.base import RewardScaler
+    from lightning_pg.networks import RunningMeanStd
+
+    rng = np.random.default_rng(0)
+    rewards, dones, gamma = rng.normal(3.0, 2.0, (20, 2)), rng.random((20, 2)) < 0.2, 0.9
+    scaled = RewardScaler(RunningMeanStd(()), gamma)(torch.as_tensor(rewards, dtype=torch.float32), dones)
+
+    mean, var, count, ret, expected = 0.0, 1.0, 1e-4, np.zeros(2), np.zeros_like(rewards)
+    for t in range(20):
+        ret = ret * gamma + rewards[t]
+        batch_mean, batch_var, n = ret.mean(), ret.var(), len(ret)
+        delta, total = batch_mean - mean, count + n
+        mean, var = mean + delta * n / total, (var * count + batch_var * n + delta**2 * count * n / total) / total
+        count = total
+        expected[t] = np.clip(rewards[t] / np.sqrt(var + 1e-8), -10, 10)
+        ret[dones[t]] = 0.0
+    np.testing.assert_allclose(scaled.numpy(), expected, rtol=1e-5)
+    assert not np.allclose(expected, rewards)  # the scaling changes the rewards (std far from 1 here)
+
+    torch.manual_seed(0)
+    plain = lp.A2C(env_id="CartPole-v1", num_envs=2, n_steps=8, gamma=0.9).make_data().collect()
+    torch.manual_seed(0)
+    normalized = lp.A2C(env_id="CartPole-v1", num_envs=2, n_steps=8, gamma=0.9, normalize_reward=True).make_data().collect()
+    torch.testing.assert_close(normalized["obs"], plain["obs"])  # the same steps ...
+    assert not torch.allclose(normalized["returns"], plain["returns"])  # ... learned from scaled rewards
