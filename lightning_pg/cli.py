@@ -99,7 +99,7 @@ class RLCLI(LightningCLI):
         # fresh seed instead; Lightning prints it ("Seed set to N") and config.yaml keeps it, so the run can be
         # repeated. DDP workers Lightning launches take their rank 0's (it passes PL_GLOBAL_SEED on).
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("seed_everything") is True:
+        if config.get("seed_everything") is True and self.subcommand == "fit":
             worker = os.environ.get("LOCAL_RANK", "0") != "0" and "PL_GLOBAL_SEED" in os.environ
             config["seed_everything"] = int(os.environ["PL_GLOBAL_SEED"]) if worker else secrets.randbelow(2**31)
         super()._set_seed()
@@ -143,8 +143,10 @@ class RLCLI(LightningCLI):
                     f"--ckpt_path {ckpt_path} does not exist. Fix: pass an existing .ckpt file, or `--ckpt_path "
                     "last` to continue the newest run under --trainer.default_root_dir."
                 )
-            folder = Path(ckpt_path).resolve().parent  # <run>/checkpoints/<file>: that run goes on in its folder
-            run = str(folder.parent) if folder.name == "checkpoints" else None
+            path = Path(ckpt_path).resolve()  # <run_N>/checkpoints/last.ckpt: that run goes on in its folder
+            continues = path.name == "last.ckpt" and path.parent.name == "checkpoints" and \
+                re.fullmatch(rf"{RUN_PREFIX}\d+", path.parent.parent.name)
+            run = str(path.parent.parent) if continues else None
         if fit and not checkpoint.get("dirpath"):
             if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_FOLDER_VARIABLE):
                 run = os.environ[RUN_FOLDER_VARIABLE]  # a DDP worker Lightning launched: its rank 0's run folder
@@ -179,7 +181,7 @@ class RLCLI(LightningCLI):
         if os.environ.get("LOCAL_RANK", "0") != "0":
             return
         for callback in self.trainer.checkpoint_callbacks:
-            files = [p for p in (callback.last_model_path, getattr(callback, "best_model_path", "")) if p]
+            files = [p for p in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")) if p]
             if files:
                 say(f"checkpoints {' and '.join(files)}")
         for logger in self.trainer.loggers:
@@ -295,11 +297,12 @@ def _new_run(root: str) -> str:
 
 def _newest_with(root: str, dirpath: str | None, name: str) -> tuple[str, str] | None:
     """``(file, run folder)`` of the newest run holding ``checkpoints/<name>``: ``dirpath`` when set; else the
-    root itself when it is a run folder (given explicitly, or laid out before run folders), else its newest run."""
+    root's newest run, else the root itself when it is a run folder (given explicitly, or laid out before run
+    folders)."""
     if dirpath:
         path = os.path.join(dirpath, name)
         return (path, os.path.dirname(os.path.abspath(dirpath))) if os.path.isfile(path) else None
-    for run in [root, *reversed(_runs(root))]:
+    for run in [*reversed(_runs(root)), root]:
         path = os.path.join(run, "checkpoints", name)
         if os.path.isfile(path):
             return path, run

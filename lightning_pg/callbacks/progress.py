@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 class EnvStepProgressBar(TQDMProgressBar):
     def __init__(self, plain_every_s: float = 30.0, **kwargs: Any):
         super().__init__(**kwargs)
-        self.plain = not sys.stdout.isatty()
+        self.plain = not sys.stdout.isatty() and "ipykernel" not in sys.modules  # (notebooks draw the bar)
         self.plain_every_s = plain_every_s
         self._printed = (0, 0.0)  # env steps and time of the last plain line
 
