@@ -140,7 +140,7 @@ class RLModule(pl.LightningModule):
 
         self.check_first_batch(num_envs, "num_envs")
         self._memory_said: set[str] = set()
-        self.check_memory({"the networks and their optimizer state": self._network_bytes()})
+        self.check_memory(self._network_memory())
 
         self.log_due = True  # set per batch in training: whether update() should compute its logged diagnostics
         self.num_timesteps = 0  # env steps taken so far, all envs and ranks (SB3's name); checkpointed
@@ -180,19 +180,20 @@ class RLModule(pl.LightningModule):
             rank_zero_info(f"{type(self).__name__}: {detail}.")
 
     def check_fit_memory(self) -> None:
-        self.check_memory({"the networks and their optimizer state": self._network_bytes(), **self.fit_memory()})
+        self.check_memory({**self._network_memory(), **self.fit_memory()})
 
     def fit_memory(self) -> dict[str, int]:
         """What training allocates beyond the networks (rollouts, a replay buffer): ``{what: bytes}``, checked
         by the CLI before the run and before the data is made; loading and evaluating do not need it."""
         return {}
 
-    def _network_bytes(self) -> int:
+    def _network_memory(self) -> dict[str, int]:
         """float32 weights, gradients and two Adam moments of ``network_copies`` MLPs of ``network``'s sizes."""
         obs = 0 if len(self.observation_space.shape) == 3 else int(np.prod(self.observation_space.shape))
         act = int(getattr(self.action_space, "n", 0) or np.prod(self.action_space.shape or (1,)))
         sizes = [obs + act, *self.network, act]
-        return sum(a * b + b for a, b in zip(sizes, sizes[1:])) * 4 * 4 * self.network_copies
+        params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        return {"the networks and their optimizer state": params * 4 * 4 * self.network_copies}
 
     # ---- what each algorithm provides -------------------------------------------------------------------
     def make_data(self) -> Iterator[dict[str, Any]]:

@@ -321,8 +321,7 @@ class RLCheckpoint(ModelCheckpoint):
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stop_signal is not None:  # asked again, or the grace period ran out (see _watch)
             self._restore_signals()
-            why = (f"no batch boundary came within stop_grace_s={self.stop_grace_s:g} s" if self._deadline_passed
-                   else f"{signal.Signals(signum).name} again")
+            why = self._too_late() if self._deadline_passed else f"{signal.Signals(signum).name} again"
             raise StopRequested(self.stop_signal, self._stopped_without_saving(why))
         self.stop_signal = signum
         self._watchdog = threading.Timer(self.stop_grace_s, self._watch, args=(signum,))
@@ -344,9 +343,12 @@ class RLCheckpoint(ModelCheckpoint):
         while WRITING.is_set():
             time.sleep(0.05)
         if not (self._finished or self._stop_saved):
-            print(f"\nlightning_pg: {self._stopped_without_saving(f'no batch boundary came within {self.stop_grace_s:g} s')}",
+            print(f"\nlightning_pg: {self._stopped_without_saving(self._too_late())}",
                   file=sys.stderr, flush=True)
             os._exit(128 + signum)
+
+    def _too_late(self) -> str:
+        return f"no batch boundary came within stop_grace_s={self.stop_grace_s:g} s"
 
     def _stopped_without_saving(self, why: str) -> str:
         standing = (f"{self._standing[0]} (at {self._standing[1]} env steps); resume with --ckpt_path last"
