@@ -39,6 +39,7 @@ from pytorch_lightning.cli import (
 from lightning_pg.algorithms import RLModule
 from lightning_pg.callbacks import RLCheckpoint
 from lightning_pg.errors import ConfigError, LightningPGError, StopRequested
+from lightning_pg.loggers import MetricsCSV
 from lightning_pg.trust import read_checkpoint
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -168,6 +169,8 @@ class RLCLI(LightningCLI):
                 if isinstance(callback, RLCheckpoint):
                     callback.hold_folder(self.trainer)
         self._start_loggers()
+        self.trainer.loggers = [*self.trainer.loggers,
+                                MetricsCSV(self.trainer.default_root_dir, resume_at=done if checkpoint else None)]
         if first:
             model, trainer, config = self.model, self.trainer, self.config[self.subcommand]
             params = sum(p.numel() for p in model.parameters())
@@ -186,7 +189,9 @@ class RLCLI(LightningCLI):
                 say(f"checkpoints {' and '.join(files)}")
         for logger in self.trainer.loggers:
             runs = sorted(glob.glob(os.path.join(logger.save_dir or "", "wandb", "offline-run-*")))
-            if type(logger).__name__ == "WandbLogger" and runs:
+            if isinstance(logger, MetricsCSV):
+                say(f"metrics {logger.path}")
+            elif type(logger).__name__ == "WandbLogger" and runs:
                 say(f"W&B run {runs[-1]} (upload it with `wandb sync {runs[-1]}`)")
             elif type(logger).__name__ != "WandbLogger" and logger.log_dir:
                 say(f"logs {logger.log_dir}")
