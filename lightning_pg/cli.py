@@ -94,6 +94,7 @@ class RLCLI(LightningCLI):
                                   "default. Fix: set torch_threads at the top level of your config or pass "
                                   "--torch_threads N.")
             torch.set_num_threads(threads)
+        _mujoco_warnings_once(((config.get("model") or {}).get("init_args") or {}).get("env_id"))
 
     def _set_seed(self) -> None:
         # Lightning seeds a run without --seed_everything with 0, so two such runs were one run twice: draw a
@@ -353,6 +354,31 @@ QUIET = re.compile(r"GPU available|TPU available|HPU available|💡 Tip|will ove
 
 def _quiet_logs(record: logging.LogRecord) -> bool:
     return not QUIET.search(str(record.msg))
+
+
+def _mujoco_warnings_once(env_id: Any) -> None:
+    """MuJoCo's compiler prints its warnings from C once per env it builds (the same line eight times for eight
+    envs): for a MuJoCo env, each distinct warning is said once. A warning callback the user set stays."""
+    import gymnasium
+
+    try:
+        entry_point = str(gymnasium.spec(str(env_id)).entry_point)
+    except Exception:  # noqa: BLE001 - not a registered env id: the model's own check reports it
+        return
+    if "mujoco" not in entry_point:
+        return
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is not None:
+        return
+    seen: set[str] = set()
+
+    def once(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            print(f"MuJoCo warning: {message}", file=sys.stderr, flush=True)
+
+    mujoco.set_mju_user_warning(once)
 
 
 def _check_config_files(argv: list[str]) -> None:

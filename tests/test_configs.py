@@ -34,6 +34,8 @@ def test_config_runs_through_the_cli(tmp_path, config):
     overridden = {o.split("=")[0].removeprefix("--model.") for o in overrides}
     result = run_cli(*overrides, "--model.eval_episodes=2", config=f"configs/{config}", root=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    warned = [line for line in result.stderr.splitlines() if "WARNING" in line or "warning:" in line]
+    assert len(warned) == len(set(warned)), warned  # MuJoCo said its warning once per env it built
     state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert state["lightning_pg"]["num_timesteps"] >= budget
     # every key of the config reached the model unchanged (nothing silently dropped or renamed)
