@@ -117,13 +117,15 @@ def _fsync_folder(folder: str) -> None:
 
 
 class RLCheckpoint(ModelCheckpoint):
-    """Args:
-    every_n_env_steps: env steps between two writes of ``last.ckpt`` (>= 1).
-    dirpath: folder of the checkpoints (default ``<default_root_dir>/checkpoints``).
-    monitor, mode, filename, save_top_k: the best-model checkpoint, as in ``ModelCheckpoint``.
-    stop_grace_s: seconds a Ctrl+C or SIGTERM waits for the batch boundary where it saves (> 0); past them
-        the run stops without saving. Keep it below your scheduler's grace period (Slurm's ``KillWait`` and
-        Kubernetes' ``terminationGracePeriodSeconds`` are 30 s by default).
+    """``last.ckpt`` every ``every_n_env_steps`` env steps and on Ctrl+C/SIGTERM; ``best.ckpt`` by eval return.
+
+    Args:
+        every_n_env_steps: env steps between two writes of ``last.ckpt`` (>= 1).
+        dirpath: folder of the checkpoints (default ``<default_root_dir>/checkpoints``).
+        monitor: the best-model checkpoint, with ``mode``, ``filename`` and ``save_top_k``, as in ``ModelCheckpoint``.
+        stop_grace_s: seconds a Ctrl+C or SIGTERM waits for the batch boundary where it saves (> 0); past them
+            the run stops without saving. Keep it below your scheduler's grace period (Slurm's ``KillWait`` and
+            Kubernetes' ``terminationGracePeriodSeconds`` are 30 s by default).
     """
 
     def __init__(

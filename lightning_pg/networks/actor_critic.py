@@ -237,11 +237,13 @@ class TwinEncoders(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Args:
-    body: ``x [B, *obs_shape]`` -> features indexed ``[0]`` (policy, ``[B, h]``) and ``[1]`` (value).
-    pi_head: policy features -> a :class:`Categorical` or :class:`DiagGaussian`.
-    v_head: value features -> ``[B]``, or None (REINFORCE without a baseline).
-    obs_rms: running observation statistics, or None (no observation normalization).
+    """The on-policy algorithms' policy π(a|s) and value V(s) on one body: ``policy(x) -> (dist, values)``.
+
+    Args:
+        body: ``x [B, *obs_shape]`` -> features indexed ``[0]`` (policy, ``[B, h]``) and ``[1]`` (value).
+        pi_head: policy features -> a :class:`Categorical` or :class:`DiagGaussian`.
+        v_head: value features -> ``[B]``, or None (REINFORCE without a baseline).
+        obs_rms: running observation statistics, or None (no observation normalization).
     """
 
     def __init__(self, body: nn.Module, pi_head: nn.Module, v_head: nn.Module | None, obs_rms: RunningMeanStd | None):
