@@ -240,3 +240,42 @@ class SlowAfter(NaNAfter):
             while time.perf_counter() < end:
                 pass
         return np.zeros(2, np.float32), 1.0, False, self.total % 50 == 0, {}
+
+
+class SeededLength(gym.Env):
+    """Episodes whose length and return name the env and the episode: the env seeded ``s`` (its first seeded
+    reset; a vector env seeds its env ``i`` with ``seed + i``) plays episodes of ``s + 1`` steps, and its k-th
+    episode (k = 0, 1, ...) pays ``10 s + k`` at its last step, nothing before."""
+
+    observation_space = spaces.Box(0.0, np.inf, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self):
+        self.index, self.episode = 0, -1
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.index, self.episode = seed, -1
+        self.t, self.episode = 0, self.episode + 1
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t == self.index + 1
+        reward = float(10 * self.index + self.episode) if done else 0.0
+        return np.array([self.t], np.float32), reward, done, False, {}
+
+
+class OffCenterBounds(gym.Env):
+    """Actions in an off-center box, [0, 4] x [-3, 1]: rescaling from [-1, 1] must shift as well as stretch."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = spaces.Box(np.array([0.0, -3.0], np.float32), np.array([4.0, 1.0], np.float32))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, False, False, {}

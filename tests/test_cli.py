@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import gymnasium
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -26,8 +28,6 @@ def test_fit_checkpoint_load_evaluate(tmp_path):
 
     model = lp.REINFORCE.load_from_checkpoint(last)
     assert 6000 <= model.num_timesteps < 6000 + 8 * 500
-    mean, std = lp.evaluate(model, n_episodes=4, seed=0)
-    assert 8 <= mean <= 500 and std >= 0
 
     (rows,) = csv_rows(tmp_path)
     logged = set().union(*rows)
@@ -37,6 +37,24 @@ def test_fit_checkpoint_load_evaluate(tmp_path):
     assert steps == sorted(steps) and steps[-1] == model.num_timesteps
     evals = [r for r in rows if "eval/return_mean" in r]
     assert len(evals) == 2  # at 3000 env steps and at the end
+
+    # the loaded weights are those the run evaluated at its end (the same 10 evaluation episodes), and they learned:
+    # at least twice the return of uniformly random actions (about 22 on CartPole)
+    from lightning_pg.algorithms.base import EVAL_SEED
+
+    mean, std = lp.evaluate(model, n_episodes=10, seed=EVAL_SEED)
+    assert (mean, std) == pytest.approx((float(evals[-1]["eval/return_mean"]), float(evals[-1]["eval/return_std"])),
+                                        rel=1e-5)
+    env, random_returns = gymnasium.make("CartPole-v1"), []
+    env.action_space.seed(0)
+    for episode in range(50):
+        env.reset(seed=episode)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total, done = total + reward, terminated or truncated
+        random_returns.append(total)
+    assert 15 < np.mean(random_returns) < 30 and mean > 2 * np.mean(random_returns), (mean, np.mean(random_returns))
 
 
 def test_resume_continues_the_env_step_count(tmp_path):

@@ -119,6 +119,23 @@ def test_evaluate_is_deterministic_and_plays_exactly_n_episodes():
     assert torch.equal(state, torch.get_rng_state())  # evaluation leaves the training RNG alone
 
 
+# the returns evaluate() must average: one episode per env at 5 (envs 0-4); at 20 on 16 envs, the first four
+# play two (their episodes 0 and 1), the other twelve one
+QUOTA_RETURNS = {5: [0, 10, 20, 30, 40], 20: [10 * i for i in range(16)] + [1, 11, 21, 31]}
+
+
+@pytest.mark.parametrize("n_episodes", list(QUOTA_RETURNS))
+def test_evaluate_averages_each_envs_quota_of_episodes_when_lengths_differ(n_episodes):
+    """tests.envs.SeededLength: eval env i plays episodes of i + 1 steps, its k-th paying 10 i + k. Env 0 ends an
+    episode every step, so a short episode counted beyond its env's quota, or a quota given to other envs, moves
+    the mean."""
+    model = REINFORCE(env_id="tests.envs:SeededLength")
+    expected = QUOTA_RETURNS[n_episodes]
+    mean, std = lp.evaluate(model, n_episodes=n_episodes, seed=0)
+    assert mean == pytest.approx(np.mean(expected)) and std == pytest.approx(np.std(expected))
+    assert mean == pytest.approx({5: 20.0, 20: 63.2}[n_episodes])  # (the known answers, worked by hand)
+
+
 def test_bf16_mixed_precision_on_cpu(tmp_path):
     pl.seed_everything(0)
     model = REINFORCE(env_id="CartPole-v1", total_timesteps=4000, eval_every=-1)
@@ -178,3 +195,40 @@ def test_reward_scaling_is_vecnormalize_known_answer():
     normalized = lp.A2C(env_id="CartPole-v1", num_envs=2, n_steps=8, gamma=0.9, normalize_reward=True).make_data().collect()
     torch.testing.assert_close(normalized["obs"], plain["obs"])  # the same steps ...
     assert not torch.allclose(normalized["returns"], plain["returns"])  # ... learned from scaled rewards
+
+
+class RecordsEvaluations(lp.A2C):
+    """Keeps each evaluation's env step, mean return and the weights it evaluated."""
+
+    def run_evaluation(self):
+        mean, std = super().run_evaluation()
+        self.evaluations.append((self.num_timesteps, mean, {k: v.clone() for k, v in self.state_dict().items()}))
+        return mean, std
+
+
+def test_best_ckpt_holds_the_weights_of_the_highest_evaluation(tmp_path):
+    from lightning_pg.algorithms.base import EVAL_SEED
+    from lightning_pg.callbacks import RLCheckpoint
+
+    pl.seed_everything(1)
+    # A2C's 20-step rollouts: a training_step takes several, and must end at an evaluation for best.ckpt to
+    # hold the evaluated weights
+    model = RecordsEvaluations(env_id="CartPole-v1", num_envs=4, total_timesteps=6000, eval_every=500, eval_episodes=5)
+    model.evaluations = []
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         accelerator="cpu", max_epochs=-1, callbacks=[RLCheckpoint(every_n_env_steps=10**9)])
+    trainer.fit(model)
+    means = [mean for _, mean, _ in model.evaluations]
+    best = int(np.argmax(means))
+    # the return went up, then down again: neither the first nor the last evaluation is the best
+    assert len(means) >= 8 and 0 < best < len(means) - 1 and max(means[best + 1:]) < means[best]
+
+    state = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    (callback_state,) = [v for k, v in state["callbacks"].items() if k.startswith("RLCheckpoint")]
+    assert float(callback_state["best_model_score"]) == pytest.approx(means[best])
+    assert state["lightning_pg"]["num_timesteps"] == model.evaluations[best][0]
+    for name, tensor in model.evaluations[best][2].items():  # the very weights that scored best
+        assert torch.equal(state["state_dict"][name], tensor), name
+    again = lp.A2C(env_id="CartPole-v1")
+    again.load_state_dict(state["state_dict"])
+    assert lp.evaluate(again, 5, seed=EVAL_SEED)[0] == pytest.approx(means[best])

@@ -1,14 +1,20 @@
 """Every failure is one paragraph and exit status 2, written before anything else is (config.yaml included),
 and the last checkpoint that stands stays loadable; stops meet their deadline; one run per folder."""
 import contextlib
+import errno
+import io
 import shutil
 import signal
 import subprocess
 import time
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
+import lightning_pg as lp
+from lightning_pg.callbacks import RLCheckpoint
+from lightning_pg.callbacks.checkpoint import CheckpointWriteError
 from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli, run_folder
 
 PPO = "configs/ppo_cartpole.yaml"
@@ -156,6 +162,37 @@ def test_full_disk_leaves_the_previous_checkpoint_and_no_partial_file(trained, t
         assert not list(disk.glob("*.partial"))
         steps = ckpt_state(disk / "last.ckpt")["lightning_pg"]["num_timesteps"]
         assert 2048 <= steps < 100000
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_last_ckpt_and_no_partial_file(tmp_path, monkeypatch):
+    """A checkpoint write that dies half-way (half its bytes written, then ENOSPC) leaves last.ckpt as it was:
+    each file is written beside it and renamed over it only once complete. (The third save fails: every
+    128 env steps, so at 384; last.ckpt keeps the save at 256.)"""
+    real_save, written = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        if not hasattr(f, "name"):  # an in-memory copy (io.BytesIO), not a file on disk
+            return real_save(obj, f, *args, **kwargs)
+        written.append(obj["lightning_pg"]["num_timesteps"])
+        if len(written) < 3:
+            return real_save(obj, f, *args, **kwargs)
+        data = io.BytesIO()
+        real_save(obj, data)
+        f.write(data.getvalue()[: len(data.getvalue()) // 2])
+        f.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save)
+    model = lp.PPO(env_id="CartPole-v1", num_envs=2, n_steps=32, batch_size=64, n_epochs=1, total_timesteps=640,
+                   eval_every=-1)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         default_root_dir=tmp_path, max_epochs=-1, callbacks=[RLCheckpoint(every_n_env_steps=128)])
+    with pytest.raises(CheckpointWriteError, match="No space left on device.*the previous last.ckpt is intact"):
+        trainer.fit(model)
+    assert written == [128, 256, 384]
+    folder = tmp_path / "checkpoints"
+    assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no partial file, nothing else
+    assert ckpt_state(folder / "last.ckpt")["lightning_pg"]["num_timesteps"] == 256
 
 
 def test_full_system_temp_folder_does_not_stop_saving(tmp_path):

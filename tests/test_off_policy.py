@@ -175,8 +175,11 @@ def test_checkpoint_restores_buffer_targets_noise_and_optimizers_exactly(tmp_pat
     assert all(torch.equal(data[k], old.data[k]) for k in old.data)
     for name, tensor in model.state_dict().items():  # weights and target networks
         assert torch.equal(snapshot.weights[name], tensor), name
-    for opt_old, opt_new in zip(trainer.optimizers, snapshot.optimizers):
+    assert len(snapshot.optimizers) == len(trainer.optimizers) >= 2  # actor and critics
+    for opt_old, opt_new in zip(trainer.optimizers, snapshot.optimizers):  # Adam's moments and step, every tensor
+        assert len(opt_new) == len(opt_old.state) > 0
         for p_old, p_new in zip(opt_old.state.values(), opt_new.values()):
+            assert p_new.keys() == p_old.keys() and {"exp_avg", "exp_avg_sq", "step"} <= p_old.keys()
             assert all(torch.equal(p_old[k], p_new[k]) for k in p_old)
     assert torch.equal(snapshot.noise, model.noise.state) and model.noise.state.abs().sum() > 0
     assert snapshot.num_updates == model.num_updates == 200 and snapshot.num_timesteps == 300
@@ -246,8 +249,19 @@ def test_bf16_mixed_forwards_after_a_gradient_step_use_the_new_weights(tmp_path)
 def test_predict_rescales_into_the_bounds_and_keeps_the_rank():
     model = TD3(env_id="Pendulum-v1")  # actions in [-2, 2]
     single, batch = model.predict(np.zeros(3, np.float32)), model.predict(np.zeros((4, 3), np.float32))
-    assert single.shape == (1,) and batch.shape == (4, 1) and np.abs(batch).max() <= 2.0
+    assert single.shape == (1,) and batch.shape == (4, 1)
     np.testing.assert_allclose(model.env_actions(torch.tensor([[-1.0], [0.0], [1.0]])), [[-2.0], [0.0], [2.0]])
+    # off-center bounds [0, 4] x [-3, 1] and interior actions, where the final clip cannot hide a wrong rescale:
+    # a in [-1, 1] goes to low + (a + 1) / 2 (high - low)
+    model = TD3(env_id="tests.envs:OffCenterBounds")
+    np.testing.assert_allclose(model.env_actions(torch.tensor([[-1.0, -1.0], [0.0, 0.0], [0.5, -0.5], [1.0, 1.0]])),
+                               [[0.0, -3.0], [2.0, -1.0], [3.0, -2.0], [4.0, 1.0]])
+    obs = np.random.default_rng(0).uniform(-1, 1, (16, 3)).astype(np.float32)
+    with torch.no_grad():
+        raw = model.act(torch.as_tensor(obs), deterministic=True).numpy()  # the actor's own output
+    assert 0 < np.abs(raw).max() < 1
+    low, high = np.array([0.0, -3.0]), np.array([4.0, 1.0])
+    np.testing.assert_allclose(model.predict(obs), low + (raw + 1) / 2 * (high - low), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("cls", [DDPG, SAC])

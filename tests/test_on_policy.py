@@ -1,5 +1,7 @@
 """A2C and PPO: rollouts, GAE through cuts, action storage, normalization, schedules, update counts, export; every
 update against a plain-autograd reference (subclasses included), and each fast path against its plain form."""
+import copy
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -559,3 +561,45 @@ def test_every_precision_trains(tmp_path, precision, algo, kwargs):
     assert model.num_timesteps >= 400 and model.last_eval is not None
     assert any(not torch.equal(a.float(), b.float()) for a, b in zip(before, model.parameters()))
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class RecordsRolloutLogProbs:
+    """Before each update: the rollout's stored log-probs, and those of its actions under the policy as it is now
+    (after the previous update) and as it was at the start."""
+
+    def update(self, batch):
+        with torch.no_grad():
+            now = self.policy.dist(batch["obs"]).log_prob(batch["actions"])
+            at_start = self.record["initial"].dist(batch["obs"]).log_prob(batch["actions"])
+        self.record["seen"].append((batch["log_probs"].clone(), now, at_start))
+        return super().update(batch)
+
+
+class RecordingPPO(RecordsRolloutLogProbs, PPO):
+    pass
+
+
+class RecordingA2C(RecordsRolloutLogProbs, A2C):
+    pass
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (RecordingPPO, {"n_steps": 32, "batch_size": 64, "n_epochs": 4}),
+    (RecordingA2C, {"n_steps": 8}),
+])
+def test_each_rollout_is_played_by_the_policy_of_the_latest_update(tmp_path, cls, kwargs):
+    """On-policy data: the log-probs a rollout stores are those of the weights after the previous update, on the
+    numpy acting path (whose views of the weights must follow every optimizer step), with no rollout fetched
+    ahead of an update."""
+    pl.seed_everything(0)
+    model = cls(env_id="CartPole-v1", num_envs=4, learning_rate=3e-3, total_timesteps=6 * 4 * kwargs["n_steps"],
+                eval_every=-1, **kwargs)
+    model.record = {"initial": copy.deepcopy(model.policy), "seen": []}  # (a dict: not a submodule to train)
+    assert isinstance(model.rollout_actor(), NumpyActor)
+    _fit(model, tmp_path)
+    seen = model.record["seen"]
+    assert len(seen) == 6
+    for stored, now, _ in seen:
+        torch.testing.assert_close(stored, now, rtol=1e-5, atol=1e-5)
+    for stored, _, at_start in seen[1:]:  # the updates moved the policy: stale weights would show
+        assert (stored - at_start).abs().max() > 1e-3

@@ -1,6 +1,7 @@
 """Faults with real processes: Ctrl+C and resume give the same weights bit for bit; SIGKILL never loses more
 than a checkpoint interval; bad input and divergence leave the last checkpoint intact."""
 import glob
+import re
 import signal
 import subprocess
 import time
@@ -8,7 +9,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, run_cli, run_folder
+from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, csv_rows, run_cli, run_folder
 
 BIT_IDENTICAL = {
     # config: (budget, extra args); budgets keep each run to a few seconds of training
@@ -103,14 +104,26 @@ def test_sigkill_at_any_moment_never_loses_more_than_a_checkpoint_interval(tmp_p
 
 
 def test_sigterm_saves_and_exits_like_ctrl_c(tmp_path):
-    args = cli_args("--model.total_timesteps=100000000", "--model.log_every=200", config="configs/ppo_cartpole.yaml",
-                    root=tmp_path, logger=csv_logger(tmp_path))
+    """The last.ckpt SIGTERM leaves is at the stop point, not the periodic save before it (12,800 env steps: 50
+    256-step rollouts, a second or more; the signal comes right after that save, so the stop is a rollout or two
+    later)."""
+    args = cli_args("--model.total_timesteps=100000000", "--model.log_every=200", "--model.eval_every=-1",
+                    "--checkpoint.every_n_env_steps=12800", config="configs/ppo_cartpole.yaml", root=tmp_path,
+                    logger=csv_logger(tmp_path))
     proc = subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_progress(tmp_path, proc)
+    last = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists():  # the first periodic save
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM and "Stopped by SIGTERM" in stderr and "Traceback" not in stderr
-    assert ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] > 0
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-2000:]
+    stopped_at = int(re.search(r"Stopped by SIGTERM at (\d+) env steps", stderr).group(1))
+    logged = [int(float(r["time/env_steps"])) for r in csv_rows(tmp_path)[0]]  # every rollout logs (log_every 200)
+    assert stopped_at == max(logged) and stopped_at % 256 == 0
+    assert 12800 < stopped_at < 2 * 12800  # past the periodic save, before the next one
+    assert ckpt_state(last)["lightning_pg"]["num_timesteps"] == stopped_at
 
 
 def test_checkpoint_of_another_algorithm_is_refused_and_left_alone(tmp_path):
