@@ -60,6 +60,7 @@ class ConfigToLogger(SaveConfigCallback):
 
 class RLCLI(LightningCLI):
     def __init__(self, args: Any = None, run: bool = True):
+        self.continues_run = False  # set by _parse_ckpt_path: a fit from <run_N>/checkpoints/last.ckpt
         super().__init__(
             RLModule,
             subclass_mode_model=True,
@@ -129,6 +130,8 @@ class RLCLI(LightningCLI):
             found = _newest_with(root, checkpoint.get("dirpath"), name)
             if found:
                 config["ckpt_path"], run = found
+                if ckpt_path == "best":  # only last.ckpt continues a run (its later checkpoints and rows stay)
+                    run = None
             elif ckpt_path == "last" and fit:
                 # a job script that always passes `--ckpt_path last` starts the run the first time
                 say(f"no last.ckpt under {root} to resume: starting a new run.")
@@ -149,6 +152,7 @@ class RLCLI(LightningCLI):
             continues = path.name == "last.ckpt" and path.parent.name == "checkpoints" and \
                 re.fullmatch(rf"{RUN_PREFIX}\d+", path.parent.parent.name)
             run = str(path.parent.parent) if continues else None
+        self.continues_run = fit and run is not None  # its W&B run and metrics.csv go on
         if fit and not checkpoint.get("dirpath"):
             if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_FOLDER_VARIABLE):
                 run = os.environ[RUN_FOLDER_VARIABLE]  # a DDP worker Lightning launched: its rank 0's run folder
@@ -170,8 +174,8 @@ class RLCLI(LightningCLI):
                 if isinstance(callback, RLCheckpoint):
                     callback.hold_folder(self.trainer)
         self._start_loggers()
-        self.trainer.loggers = [*self.trainer.loggers,
-                                MetricsCSV(self.trainer.default_root_dir, resume_at=done if checkpoint else None)]
+        folder = (self.config[self.subcommand].get("checkpoint") or {}).get("dirpath") or self.trainer.default_root_dir
+        self.trainer.loggers = [*self.trainer.loggers, MetricsCSV(folder, resume_at=done if self.continues_run else None)]
         if first:
             model, trainer, config = self.model, self.trainer, self.config[self.subcommand]
             params = sum(p.numel() for p in model.parameters())
@@ -264,7 +268,7 @@ class RLCLI(LightningCLI):
             settings["init_timeout"] = float(os.environ.get("WANDB_INIT_TIMEOUT", 15))
         kwargs["settings"] = wandb.Settings(**settings)
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if self.subcommand == "fit":
+        if self.subcommand == "fit" and self.continues_run:
             run_id = _wandb_run_id(config.get("ckpt_path"))
             if run_id is not None:
                 kwargs.update(id=run_id, resume="allow")
@@ -367,7 +371,10 @@ def _mujoco_warnings_once(env_id: Any) -> None:
         return
     if "mujoco" not in entry_point:
         return
-    import mujoco
+    try:
+        import mujoco
+    except ImportError:  # the model's env check says how to install it
+        return
 
     if mujoco.get_mju_user_warning() is not None:
         return

@@ -25,17 +25,22 @@ FIRST = [STEP, "train/episode_return", "train/episode_length", "eval/return_mean
 class MetricsCSV(Logger):
     """Append each logged row to ``<folder>/metrics.csv``, flushed at once (a killed run keeps its rows).
 
-    ``resume_at``: the env step of the checkpoint a resumed run starts from. Rows logged after it (by the run
-    that was stopped) are dropped, so the file reads as one run, as the resumed weights do.
+    Args:
+        folder: where ``metrics.csv`` goes (the CLI: the run folder).
+        resume_at: the env step of the checkpoint a resumed run continues from: the file's rows up to it are
+            kept, and from the first row past it on (what the stopped run logged after its checkpoint) dropped,
+            so the file reads as one run, as the resumed weights do. None: a new file replaces any there.
+
+    The file is first touched at the first row, after the run holds its folder (a run refused at start, a
+    second one into a folder in use, leaves the file alone).
     """
 
     def __init__(self, folder: str, resume_at: int | None = None):
         super().__init__()
         self.folder = folder
         self.path = os.path.join(folder, FILE_NAME)
-        self.columns: list[str] = []
-        if os.path.isfile(self.path) and rank_zero_only.rank == 0:
-            self._keep_rows_until(resume_at or 0)
+        self.resume_at = resume_at
+        self.columns: list[str] | None = None  # None: the file is not started yet
 
     @property
     def name(self) -> str:
@@ -59,6 +64,8 @@ class MetricsCSV(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.columns is None:
+            self._start()
         row = {k: _number(v) for k, v in metrics.items()}
         if step is not None and STEP not in row:
             row["step"] = step  # a logger call of Lightning's own (e.g. LearningRateMonitor): its step counter
@@ -69,28 +76,31 @@ class MetricsCSV(Logger):
         with open(self.path, "a", newline="") as file:
             csv.DictWriter(file, self.columns).writerow(row)
 
-    def _keep_rows_until(self, step: int) -> None:
+    def _start(self) -> None:
+        if self.resume_at is None or not os.path.isfile(self.path):
+            self._write([], [])
+            return
         with open(self.path, newline="") as file:
             reader = csv.DictReader(file)
-            rows = [r for r in reader if not r.get(STEP) or float(r[STEP]) <= step]
+            rows = list(reader)
             columns = list(reader.fieldnames or [])
-        self._write(columns, rows)
+        past = [i for i, row in enumerate(rows) if row.get(STEP) and float(row[STEP]) > self.resume_at]
+        self._write(columns, rows[: past[0]] if past else rows)
 
     def _rewrite(self, columns: list[str]) -> None:
         """A new metric is a new column: the header changes, so the file is written again (rare: early on)."""
-        rows: list[dict[str, str]] = []
-        if os.path.isfile(self.path):
-            with open(self.path, newline="") as file:
-                rows = list(csv.DictReader(file))
+        with open(self.path, newline="") as file:
+            rows = list(csv.DictReader(file))
         self._write(columns, rows)
 
     def _write(self, columns: list[str], rows: list[dict[str, Any]]) -> None:
         os.makedirs(self.folder, exist_ok=True)
         partial = self.path + ".partial"
         with open(partial, "w", newline="") as file:  # whole, then renamed: a kill never leaves half a file
-            writer = csv.DictWriter(file, columns)
-            writer.writeheader()
-            writer.writerows(rows)
+            if columns:
+                writer = csv.DictWriter(file, columns)
+                writer.writeheader()
+                writer.writerows(rows)
         os.replace(partial, self.path)
         self.columns = columns
 

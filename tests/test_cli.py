@@ -258,6 +258,7 @@ def test_the_console_is_a_start_summary_the_progress_and_an_end_summary(tmp_path
         lines[2],  # the fit's own summary, checked below
         f"lightning_pg: checkpoints {run}/checkpoints/last.ckpt and {run}/checkpoints/best.ckpt",
         f"lightning_pg: W&B run {wandb_run} (upload it with `wandb sync {wandb_run}`)",
+        f"lightning_pg: metrics {run}/metrics.csv",
     ], "\n".join(lines)
     assert re.fullmatch(r"PPO: 4096 env steps \(4096 in this fit\) in [\d.]+ s of fit, \d+ env steps/s; last eval "
                         r"return [\d.]+ ± [\d.]+", lines[2])

@@ -1,6 +1,7 @@
 """Every YAML in configs/ runs as it is through the CLI (budget cut down), and no hyperparameter is unused."""
 import ast
 import glob
+import sys
 import inspect
 from pathlib import Path
 
@@ -75,3 +76,16 @@ def test_no_unused_hyperparameters(cls):
             params |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
     unused = params - _uses(cls)
     assert not unused, f"{cls.__name__} accepts hyperparameters it never reads: {sorted(unused)}"
+
+
+def test_without_mujoco_a_mujoco_config_gets_the_one_paragraph_install_error(tmp_path, monkeypatch, capsys):
+    from lightning_pg import cli
+
+    monkeypatch.setitem(sys.modules, "mujoco", None)  # as if the envs extra were not installed
+    monkeypatch.setattr(sys, "argv", ["lightning_pg"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["fit", "--config", str(REPO / "configs" / "sac_halfcheetah.yaml"), "--trainer.logger=false",
+                  f"--trainer.default_root_dir={tmp_path}"])
+    assert exit_.value.code == 2
+    assert "pip install 'lightning_pg[envs]'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written

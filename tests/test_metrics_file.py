@@ -38,3 +38,44 @@ def test_every_fit_writes_metrics_csv_and_a_resume_continues_it_from_its_checkpo
     later = [int(r["time/env_steps"]) for r in resumed[len(rows):]]
     assert later and later[0] > done and later == sorted(later) and later[-1] >= 6000
     assert not any(r["train/episode_return"] == "1234.0" for r in resumed)
+
+
+def test_a_fit_from_best_starts_a_new_run_and_leaves_the_first_one_as_it_was(tmp_path):
+    first = run_cli("--model.total_timesteps=3000", "--model.eval_every=1000", root=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run_1 = tmp_path / "run_1"
+    before = {name: (run_1 / name).read_bytes() for name in ("checkpoints/last.ckpt", "metrics.csv")}
+    best = ckpt_state(run_1 / "checkpoints" / "best.ckpt")["lightning_pg"]["num_timesteps"]
+
+    second = run_cli("--model.total_timesteps=6000", "--ckpt_path=best", root=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert run_folder(tmp_path) == tmp_path / "run_2"
+    assert {name: (run_1 / name).read_bytes() for name in before} == before
+    _, rows = read(tmp_path / "run_2" / "metrics.csv")
+    assert int(rows[0]["time/env_steps"]) > best  # its own file, from the checkpoint's step on
+
+
+def log(logger, **metrics):
+    logger.log_metrics(metrics, step=metrics.get("time/env_steps", 0))
+
+
+def test_resume_keeps_the_rows_before_the_checkpoint_and_drops_every_row_after_it(tmp_path):
+    from lightning_pg.loggers import MetricsCSV
+
+    first = MetricsCSV(str(tmp_path))
+    log(first, **{"time/env_steps": 1000, "loss/policy": 0.5})
+    first.log_metrics({"lr-Adam": 0.1}, step=7)  # a Lightning callback's row: no env step
+    log(first, **{"time/env_steps": 2000, "loss/policy": 0.25})
+    first.log_metrics({"lr-Adam": 0.2}, step=14)
+
+    resumed = MetricsCSV(str(tmp_path), resume_at=1000)
+    assert read(tmp_path / "metrics.csv")[1][-1]["lr-Adam"] == "0.2"  # untouched until the run logs
+    log(resumed, **{"time/env_steps": 1100, "loss/policy": 0.375})
+    header, rows = read(tmp_path / "metrics.csv")
+    assert header == ["time/env_steps", "loss/policy", "lr-Adam", "step"]
+    assert [(r["time/env_steps"], r["lr-Adam"]) for r in rows] == [("1000", ""), ("", "0.1"), ("1100", "")]
+
+    fresh = MetricsCSV(str(tmp_path))  # a new run: a new file
+    log(fresh, **{"time/env_steps": 5, "eval/return_mean": 9.0})
+    assert read(tmp_path / "metrics.csv") == (["time/env_steps", "eval/return_mean"],
+                                               [{"time/env_steps": "5", "eval/return_mean": "9.0"}])
