@@ -427,6 +427,10 @@ def _user_error(exc: BaseException) -> str | None:
         )
     if isinstance(exc, ArgumentError):
         detail = " ".join(str(exc).split())
+        if 'Parser key "env_wrappers"' in detail:  # jsonargparse's type check, before the model's own
+            return ("--model.env_wrappers must be a list of {class_path, init_args} mappings, e.g. "
+                    "[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 100}}]. Fix: write "
+                    "each wrapper that way in the config's model init_args (or on the command line).")
         unknown = re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", detail)
         if unknown:
             cls, option = unknown.groups()

@@ -23,7 +23,7 @@ def evaluate(
     16 envs); episodes finished beyond an env's quota are ignored, so short episodes are not over-counted.
     Env ``i`` is seeded ``seed + i``. Stochastic evaluation (``deterministic=False``) draws from a forked
     torch RNG, so it leaves the training run's random stream untouched. Observation normalization, where
-    the model has it, is applied with frozen statistics (``model.predict``).
+    the model has it, is applied with frozen statistics (``model.policy_actions``, as ``predict``).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -33,12 +33,13 @@ def evaluate(
     done = np.zeros(num_envs, dtype=int)
     running = np.zeros(num_envs)  # the return of each env's current episode
     returns: list[float] = []
-    envs = make_vec_env(model.hparams.env_id, model.hparams.env_kwargs, num_envs)
+    envs = make_vec_env(model.hparams.env_id, model.hparams.env_kwargs, num_envs,
+                        env_wrappers=model.hparams.get("env_wrappers"))
     try:
         with torch.random.fork_rng(devices=[]):
             obs, _ = envs.reset(seed=seed)
             while (done < quota).any():
-                obs, rewards, terminated, truncated, _ = envs.step(model.predict(obs, deterministic=deterministic))
+                obs, rewards, terminated, truncated, _ = envs.step(model.policy_actions(obs, deterministic))
                 running += rewards
                 for i in np.flatnonzero(terminated | truncated):  # SAME_STEP autoreset: env i starts afresh
                     if done[i] < quota[i]:

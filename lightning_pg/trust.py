@@ -1,9 +1,10 @@
 """What a checkpoint file may make this process do: load tensors and plain data, never run code.
 
 - Files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists, dicts and tuples only.
-- Hyperparameters name code (Lightning's ``_instantiator``/``_class_path``, the ``env_id`` entry point). From a
-  checkpoint they are accepted only when they name what this process has already imported: an RLModule
-  subclass, or a ``gymnasium.Env`` subclass (or a registered gymnasium id). Nothing is imported or called
+- Hyperparameters name code (Lightning's ``_instantiator``/``_class_path``, the ``env_id`` entry point, the
+  ``env_wrappers`` classes). From a checkpoint they are accepted only when they name what this process has
+  already imported: an RLModule subclass, a ``gymnasium.Env`` subclass (or a registered gymnasium id), a
+  ``gymnasium.Wrapper`` subclass. Nothing is imported or called
   because a file said so.
 - The environments' state is saved as pickled bytes (a simulator's state is whatever its class holds), so it is
   signed: an HMAC-SHA256 keyed by a secret of this user, created on first use in
@@ -132,7 +133,7 @@ def check_saved_hyperparameters(hparams: dict[str, Any], cls: type, path: Any) -
     """The class to build from a file's hyperparameters; refuse those that name code this process has not
     imported itself. (The caller then builds it from the plain values, without Lightning's CLI instantiator,
     which would let jsonargparse import and build any ``class_path`` found inside them.)"""
-    from lightning_pg.envs import check_entry_point
+    from lightning_pg.envs import check_entry_point, check_wrappers
 
     instantiator = hparams.get("_instantiator")
     if instantiator is not None and instantiator not in CLI_INSTANTIATORS:
@@ -149,6 +150,7 @@ def check_saved_hyperparameters(hparams: dict[str, Any], cls: type, path: Any) -
             "defines it first, or load with that class's load_from_checkpoint."
         )
     check_entry_point(hparams.get("env_id"), import_modules=False, source=f"the checkpoint {path}")
+    check_wrappers(hparams.get("env_wrappers"), import_modules=False, source=f"the checkpoint {path}")
     return target
 
 

@@ -23,10 +23,10 @@ class TwoArmedBandit(gym.Env):
         return np.ones(1, np.float32), float(self.payoffs[int(action)]), True, False, {}
 
 
-class TwoDiscreteHeads(TwoArmedBandit):
-    """An action space REINFORCE/PPO cannot handle (MultiDiscrete)."""
+class TupleActions(TwoArmedBandit):
+    """An action space REINFORCE/PPO cannot handle (a Tuple)."""
 
-    action_space = spaces.MultiDiscrete([2, 2])
+    action_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2)))
 
 
 class NaNAfter(gym.Env):
@@ -279,3 +279,24 @@ class OffCenterBounds(gym.Env):
 
     def step(self, action):
         return np.zeros(3, np.float32), 0.0, False, False, {}
+
+
+class Identity(gym.Env):
+    """Stable-Baselines3's identity task: observe one of ``n`` values, get reward 1 for the action equal to it;
+    a new value each step, ``length``-step episodes (100 by default: a perfect policy scores 100)."""
+
+    def __init__(self, n: int = 4, length: int = 100):
+        self.observation_space = spaces.Discrete(n)
+        self.action_space = spaces.Discrete(n)
+        self.length = length
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.state = 0, int(self.np_random.integers(self.observation_space.n))
+        return self.state, {}
+
+    def step(self, action):
+        reward = float(int(action) == self.state)
+        self.t += 1
+        self.state = int(self.np_random.integers(self.observation_space.n))
+        return self.state, reward, False, self.t >= self.length, {}

@@ -146,7 +146,7 @@ def test_default_logger_is_an_offline_wandb_run_with_config_and_metrics(tmp_path
 BAD_INPUTS = {
     "unknown env id": (["--model.env_id=NoSuchEnv-v0"], "Unknown environment id 'NoSuchEnv-v0'"),
     "missing entry point module": (["--model.env_id=no_such_pkg.envs:Thing"], "Cannot import module 'no_such_pkg.envs'"),
-    "unsupported action space": (["--model.env_id=tests.envs:TwoDiscreteHeads"], "REINFORCE cannot act in"),
+    "unsupported action space": (["--model.env_id=tests.envs:TupleActions"], "REINFORCE cannot act in"),
     "gamma out of range": (["--model.gamma=1.5"], "Invalid hyperparameter gamma=1.5"),
     "non-positive budget": (["--model.total_timesteps=0"], "Invalid hyperparameter total_timesteps=0"),
     "zero envs": (["--model.num_envs=0"], "Invalid hyperparameter num_envs=0"),

@@ -29,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_pg.data.base import EnvSettings
-from lightning_pg.envs import check_spaces, make_env
+from lightning_pg.envs import check_spaces, flatten_observations, make_env
 from lightning_pg.errors import ConfigError, TrainingDiverged
 from lightning_pg.optim import adam, contiguous
 from lightning_pg.optimizer_steps import OptimizerSteps
@@ -75,6 +75,9 @@ class RLModule(pl.LightningModule):
     Args:
         env_id: a registered gymnasium id, or ``"package.module:ClassName"``.
         env_kwargs: keyword arguments for ``gymnasium.make`` (e.g. ``max_episode_steps``).
+        env_wrappers: ``gymnasium.Wrapper`` classes applied to each env in order, right after
+            ``gymnasium.make``, training and evaluation envs alike: a list of ``{class_path, init_args}``, e.g.
+            ``[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 100}}]``.
         num_envs: environment copies stepped together (>= 1).
         total_timesteps: budget in env steps, summed over envs and ranks; training stops when reached.
         gamma: discount factor in [0, 1].
@@ -86,7 +89,8 @@ class RLModule(pl.LightningModule):
     """
 
     #: action spaces the algorithm can act in; checked when the module is built
-    supported_action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box)
+    supported_action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete,
+                                                               spaces.MultiBinary)
     #: whether the algorithm needs finite action bounds (it squashes or rescales into them)
     needs_bounded_actions = False
     #: MLPs of ``network``'s sizes the algorithm keeps (policy, value, critics, target copies): the memory estimate
@@ -96,6 +100,7 @@ class RLModule(pl.LightningModule):
         self,
         env_id: str,
         env_kwargs: dict[str, Any] | None = None,
+        env_wrappers: list[dict[str, Any]] | None = None,
         num_envs: int = 1,
         total_timesteps: int = 100_000,
         gamma: float = 0.99,
@@ -125,8 +130,11 @@ class RLModule(pl.LightningModule):
         check(log_every >= 1, "log_every", log_every, "an integer >= 1")
         self.network = list(network if network is not None else DEFAULT_NETWORK)
 
-        env = make_env(env_id, env_kwargs)
+        env = make_env(env_id, env_kwargs, env_wrappers)
         self.observation_space, self.action_space = env.observation_space, env.action_space
+        #: the env's own observation space, which predict() takes (observation_space is what the networks see:
+        #: the same, or its flat float32 form for Discrete, MultiDiscrete, MultiBinary, Dict and Tuple)
+        self.raw_observation_space = getattr(env, "raw_space", env.observation_space)
         env.close()
         if isinstance(self.action_space, spaces.Box):  # bounds as tensors: forward() clips in exportable code
             self.register_buffer("action_low", torch.as_tensor(self.action_space.low), persistent=False)
@@ -190,7 +198,9 @@ class RLModule(pl.LightningModule):
     def _network_memory(self) -> dict[str, int]:
         """float32 weights, gradients and two Adam moments of ``network_copies`` MLPs of ``network``'s sizes."""
         obs = 0 if len(self.observation_space.shape) == 3 else int(np.prod(self.observation_space.shape))
-        act = int(getattr(self.action_space, "n", 0) or np.prod(self.action_space.shape or (1,)))
+        space = self.action_space
+        act = int(space.n if isinstance(space, spaces.Discrete) else space.nvec.sum()
+                  if isinstance(space, spaces.MultiDiscrete) else np.prod(space.shape or (1,)))
         sizes = [obs + act, *self.network, act]
         params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
         return {"the networks and their optimizer state": params * 4 * 4 * self.network_copies}
@@ -210,17 +220,33 @@ class RLModule(pl.LightningModule):
         """What the env receives: raw actions clipped into a Box's bounds (the raw ones stay in the batch)."""
         if isinstance(actions, Tensor):
             actions = actions.detach().cpu().numpy()
-        if isinstance(self.action_space, spaces.Box):
-            return np.clip(actions, self.action_space.low, self.action_space.high)
+        space = self.action_space
+        if isinstance(space, spaces.Box):
+            return np.clip(actions, space.low, space.high)
+        if isinstance(space, spaces.Discrete):  # indices 0..n-1 -> the env's start..start+n-1
+            return actions + space.start if space.start else actions
+        if isinstance(space, spaces.MultiDiscrete):
+            return (actions.reshape(-1, *space.shape) + space.start).astype(space.dtype)
+        if isinstance(space, spaces.MultiBinary):
+            return actions.reshape(-1, *space.shape).astype(space.dtype)
         return actions
 
     @torch.no_grad()
     def predict(self, observation: Any, deterministic: bool = True) -> np.ndarray:
         """Actions for one observation or a batch, numpy in and numpy out, same rank (SB3's convention)."""
-        obs = np.asarray(observation, dtype=self.observation_space.dtype)
-        single = obs.ndim == len(self.observation_space.shape)
-        actions = self.env_actions(self.act_on_array(obs[None] if single else obs, deterministic))
+        if self.raw_observation_space is not self.observation_space:
+            obs, single = flatten_observations(self.raw_observation_space, observation)
+        else:
+            obs = np.asarray(observation, dtype=self.observation_space.dtype)
+            single = obs.ndim == len(self.observation_space.shape)
+            obs = obs[None] if single else obs
+        actions = self.policy_actions(obs, deterministic)
         return actions.squeeze(0) if single else actions
+
+    def policy_actions(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        """The env's actions for a batch of observations as the networks take them (``evaluate`` acts with it
+        on its envs' observations, ``predict`` after flattening the user's)."""
+        return self.env_actions(self.act_on_array(obs, deterministic))
 
     def act_on_array(self, obs: np.ndarray, deterministic: bool) -> Tensor | np.ndarray:
         """``act`` on a numpy batch of observations (what ``predict`` and ``evaluate`` act with)."""
@@ -233,8 +259,9 @@ class RLModule(pl.LightningModule):
 
     @property
     def env_settings(self) -> EnvSettings:
-        """The training envs: ``(env_id, env_kwargs, num_envs)`` (per rank)."""
-        return EnvSettings(self.hparams.env_id, self.hparams.env_kwargs, self.hparams.num_envs)
+        """The training envs: ``(env_id, env_kwargs, num_envs, env_wrappers)`` (per rank)."""
+        return EnvSettings(self.hparams.env_id, self.hparams.env_kwargs, self.hparams.num_envs,
+                           self.hparams.env_wrappers)
 
     def train_dataloader(self) -> Iterator[dict[str, Any]]:
         # The iterable itself, not a DataLoader: it yields whole batches, and Lightning checkpoints its state.

@@ -46,6 +46,7 @@ class EnvSettings(NamedTuple):
     env_id: str
     env_kwargs: dict[str, Any] | None
     num_envs: int
+    env_wrappers: list[dict[str, Any]] | None = None
 
 
 class RewardScaler:
@@ -98,10 +99,10 @@ class EnvIterable(IterableDataset):
             yield self.collect()
 
     def reset(self) -> np.ndarray:
-        env_id, env_kwargs, num_envs = self.settings
+        env_id, env_kwargs, num_envs, env_wrappers = self.settings
         seed = None
         if self.envs is None:
-            self.envs = make_vec_env(env_id, env_kwargs, num_envs)
+            self.envs = make_vec_env(env_id, env_kwargs, num_envs, env_wrappers=env_wrappers)
             seed = env_seed(self.module.global_rank, num_envs)
             self.envs.action_space.seed(seed)
         try:
@@ -214,7 +215,7 @@ class EnvIterable(IterableDataset):
                  "normalizer's running returns restart; the weights, optimizer, counters, normalizer statistics "
                  "and replay buffer resume.")
         if state.get("env_config") != repr(self.settings):
-            rank_zero_warn(f"The env settings (env_id, env_kwargs or num_envs) differ from the checkpoint's: {fresh}")
+            rank_zero_warn(f"The env settings (env_id, env_kwargs, num_envs or env_wrappers) differ from the checkpoint's: {fresh}")
             return False
         if state.get("envs") is None:
             return False  # they did not pickle (e.g. Box2D): warned about when saving

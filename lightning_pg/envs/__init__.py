@@ -19,10 +19,12 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector.utils import batch_space, iterate
 
 from lightning_pg.errors import EnvError
 
-__all__ = ["check_entry_point", "make_env", "make_vec_env", "check_spaces", "env_seed"]
+__all__ = ["check_entry_point", "check_wrappers", "make_env", "make_vec_env", "check_spaces", "env_seed",
+           "FlatObservation", "flatten_observations"]
 
 
 def check_entry_point(env_id: Any, import_modules: bool = True, source: str = "the config") -> str | EnvSpec:
@@ -64,9 +66,118 @@ def check_entry_point(env_id: Any, import_modules: bool = True, source: str = "t
     return EnvSpec(id=attr, entry_point=env_id)
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any) -> gym.Env:
-    """One environment; errors become a one-paragraph :class:`EnvError` that names the fix."""
+def check_wrappers(env_wrappers: Any, import_modules: bool = True, source: str = "the config") -> list[tuple[type, dict]]:
+    """``env_wrappers`` (a list of ``{class_path, init_args}``) as ``(class, kwargs)`` pairs.
+
+    Each class must be a ``gymnasium.Wrapper`` subclass (a wrapper is code: as for env entry points, nothing
+    else is called); with ``import_modules=False`` (a checkpoint's hyperparameters) its module must already be
+    imported.
+    """
+    if env_wrappers is None:
+        return []
+    fix = ("Fix: give env_wrappers as a list of {class_path: package.module.WrapperClass, init_args: {...}}, e.g. "
+           "[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 100}}].")
+    if not isinstance(env_wrappers, (list, tuple)):
+        raise EnvError(f"env_wrappers in {source} is {env_wrappers!r}, not a list. {fix}")
+    resolved = []
+    for item in env_wrappers:
+        path = item.get("class_path") if isinstance(item, dict) else None
+        kwargs = item.get("init_args") or {} if isinstance(item, dict) else None
+        if not isinstance(path, str) or "." not in path or not isinstance(kwargs, dict) or set(item) - {"class_path", "init_args"}:
+            raise EnvError(f"The env wrapper {item!r} in {source} is not a {{class_path, init_args}} mapping. {fix}")
+        module_name, _, attr = path.rpartition(".")
+        if module_name not in sys.modules and not import_modules:
+            raise EnvError(
+                f"{source[0].upper()}{source[1:]} names the env wrapper '{path}', whose module is not imported; "
+                f"lightning_pg imports nothing because a file says so. Fix: `import {module_name}` first, then load "
+                "the checkpoint."
+            )
+        try:
+            cls = getattr(importlib.import_module(module_name), attr, None)
+        except ImportError as exc:
+            raise EnvError(f"Cannot import the env wrapper '{path}' in {source} ({exc}). Fix: correct the class "
+                           "path, or make its package importable (install it, or add its folder to PYTHONPATH).") from None
+        if not (isinstance(cls, type) and issubclass(cls, gym.Wrapper)):
+            found = "nothing" if cls is None else f"a {type(cls).__name__}, not a gymnasium.Wrapper subclass"
+            raise EnvError(f"The env wrapper '{path}' in {source} names {found}. An env wrapper must be a "
+                           f"gymnasium.Wrapper subclass. {fix}")
+        resolved.append((cls, kwargs))
+    return resolved
+
+
+class FlatObservation(gym.ObservationWrapper):
+    """Discrete, MultiDiscrete, MultiBinary, Dict and Tuple observations as one float32 vector, as the
+    networks take them: a Discrete is one-hot, a MultiDiscrete one one-hot per entry, the parts of a Dict
+    (in its key order) or Tuple concatenated (``gymnasium.spaces.flatten``: Stable-Baselines3's layout, which
+    flattens vectors and concatenates them). ``raw_space`` is the env's own space, which ``predict`` takes."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.raw_space = env.observation_space
+        from lightning_pg.networks.encoders import is_image_space
+
+        images = [key for key, part in _parts(self.raw_space) if is_image_space(part)]
+        if images:
+            raise EnvError(
+                f"The observations of '{env.spec.id if env.spec else env}' hold images inside a "
+                f"{type(self.raw_space).__name__} space ({', '.join(images)}): one CNN per image part is not built "
+                "yet, and flattening the pixels into a vector would train an MLP on them. Fix: keep only the image "
+                "(gymnasium.wrappers.FilterObservation in env_wrappers, then a wrapper that returns that key) for "
+                "the CNN, or drop it to train on the vector parts."
+            )
+        flat = spaces.flatten_space(self.raw_space)
+        self.observation_space = spaces.Box(flat.low.astype(np.float32), flat.high.astype(np.float32),
+                                            flat.shape, np.float32)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        return spaces.flatten(self.raw_space, observation).astype(np.float32, copy=False)
+
+
+def _parts(space: spaces.Space, prefix: str = "") -> list[tuple[str, spaces.Space]]:
+    if isinstance(space, (spaces.Dict, spaces.Tuple)):
+        keys = space.spaces.keys() if isinstance(space, spaces.Dict) else range(len(space.spaces))
+        return [part for key in keys for part in _parts(space[key], f"{prefix}{key}.")]
+    return [(prefix.rstrip("."), space)]
+
+
+def needs_flattening(space: spaces.Space) -> bool:
+    return isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict, spaces.Tuple))
+
+
+def flatten_observations(space: spaces.Space, observation: Any) -> tuple[np.ndarray, bool]:
+    """Raw observations of ``space`` (one, or a batch as a vector env returns them) as flat float32 rows
+    ``[B, d]``, and whether it was one."""
+    leaf_space, leaf = space, observation
+    while isinstance(leaf_space, (spaces.Dict, spaces.Tuple)):  # the first part tells one from a batch
+        key = next(iter(leaf_space.spaces)) if isinstance(leaf_space, spaces.Dict) else 0
+        leaf_space, leaf = leaf_space[key], leaf[key]
+    single = np.ndim(leaf) == len(leaf_space.shape)
+    items = [observation] if single else iterate(batch_space(space, len(leaf)), observation)
+    return np.stack([spaces.flatten(space, item) for item in items]).astype(np.float32, copy=False), single
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, env_wrappers: Any = None, **extra: Any) -> gym.Env:
+    """One environment: ``gymnasium.make``, then ``env_wrappers`` in order, then :class:`FlatObservation` where
+    the observations are not an array. Errors become a one-paragraph :class:`EnvError` that names the fix."""
     spec = check_entry_point(env_id)
+    wrappers = check_wrappers(env_wrappers)
+    env = _make(env_id, spec, env_kwargs, **extra)
+    for cls, kwargs in wrappers:
+        try:
+            env = cls(env, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a wrapper's own check of its arguments or of the env
+            env.close()
+            raise EnvError(
+                f"The env wrapper {cls.__module__}.{cls.__qualname__} could not wrap '{env_id}' with "
+                f"init_args={kwargs!r}: {type(exc).__name__}: {exc}. Fix: pass only arguments it accepts, with "
+                "values that suit this env (and order env_wrappers so each gets the spaces it expects)."
+            ) from None
+    if needs_flattening(env.observation_space):
+        env = FlatObservation(env)
+    return env
+
+
+def _make(env_id: str, spec: str | EnvSpec, env_kwargs: dict[str, Any] | None, **extra: Any) -> gym.Env:
     try:
         return gym.make(spec, **(env_kwargs or {}), **extra)
     except gym.error.Error as exc:
@@ -88,17 +199,17 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any
 
 
 def make_vec_env(
-    env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None
+    env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None, env_wrappers: Any = None
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies in one process, SAME_STEP autoreset.
 
     With ``seed`` the sub-envs are seeded ``seed, seed + 1, ...`` and the action space sampler with ``seed``,
     so uniform random actions (replay warm-up) are reproducible too.
     """
-    make_env(env_id, env_kwargs).close()  # fail here, with our message, rather than inside SyncVectorEnv
+    make_env(env_id, env_kwargs, env_wrappers).close()  # fail here, with our message, rather than inside SyncVectorEnv
     # functools.partial rather than a lambda: the vector env then pickles (checkpoints save env states)
     envs = SyncVectorEnv(
-        [functools.partial(make_env, env_id, env_kwargs) for _ in range(num_envs)],
+        [functools.partial(make_env, env_id, env_kwargs, env_wrappers) for _ in range(num_envs)],
         autoreset_mode=AutoresetMode.SAME_STEP,
     )
     if seed is not None:
@@ -131,7 +242,8 @@ def check_spaces(
         raise EnvError(
             f"{algo} cannot act in '{env_id}': its action space is {action_space}, and {algo} needs a {names} "
             f"action space. Fix: choose an algorithm that supports {type(action_space).__name__} actions "
-            "(REINFORCE, A2C and PPO take Discrete and Box; DDPG, TD3 and SAC take Box), or wrap the env."
+            "(REINFORCE, A2C and PPO take Discrete, Box, MultiDiscrete and MultiBinary; DDPG, TD3 and SAC take Box), "
+            "or wrap the env (env_wrappers)."
         )
     finite = isinstance(action_space, spaces.Box) and np.isfinite(action_space.low).all() and np.isfinite(
         action_space.high
@@ -143,6 +255,6 @@ def check_spaces(
         )
     if not isinstance(observation_space, spaces.Box):
         raise EnvError(
-            f"{algo} needs Box (array) observations, but '{env_id}' has {observation_space}. Fix: wrap the env, "
-            "e.g. gymnasium.wrappers.FlattenObservation for Dict/Tuple spaces, or a one-hot wrapper for Discrete."
+            f"{algo} takes Box, Discrete, MultiDiscrete, MultiBinary, Dict and Tuple observations, but '{env_id}' "
+            f"has {observation_space}. Fix: turn them into one of those with a wrapper (env_wrappers)."
         )

@@ -10,8 +10,10 @@ twin Q critics use too); images get two CNN encoders. Any ``nn.Module`` whose ou
 the body.
 
 Distributions (plain tensors, so they export; tests check them against ``torch.distributions``):
-:class:`Categorical` (logits ``[B, n]``, actions ``[B]`` long) and :class:`DiagGaussian` (mean ``[B, d]``,
-a state-independent log-std ``[d]``, actions ``[B, d]``).
+:class:`Categorical` (logits ``[B, n]``, actions ``[B]`` long; Discrete), :class:`MultiCategorical`
+(MultiDiscrete: one categorical per entry, actions ``[B, k]`` long), :class:`Bernoulli` (MultiBinary, actions
+``[B, k]`` of 0/1) and :class:`DiagGaussian` (Box: mean ``[B, d]``, a state-independent log-std ``[d]``,
+actions ``[B, d]``).
 """
 from __future__ import annotations
 
@@ -48,6 +50,49 @@ class Categorical:
 
     def mode(self) -> Tensor:
         return self.log_probs.argmax(-1)
+
+
+class MultiCategorical:
+    """Independent categoricals, one per entry of a MultiDiscrete: π(a|s) = Π_i softmax(logits_i)_{a_i}.
+
+    Shapes: logits ``[B, Σ nvec]`` (entry i's ``nvec[i]`` logits in turn), actions ``[B, k]`` long."""
+
+    def __init__(self, logits: Tensor, nvec: Sequence[int]):
+        self.parts = [Categorical(part) for part in logits.split(list(nvec), dim=-1)]
+
+    def sample(self) -> Tensor:
+        return torch.stack([part.sample() for part in self.parts], -1)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        return torch.stack([part.log_prob(actions[..., i]) for i, part in enumerate(self.parts)], -1).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return torch.stack([part.entropy() for part in self.parts], -1).sum(-1)
+
+    def mode(self) -> Tensor:
+        return torch.stack([part.mode() for part in self.parts], -1)
+
+
+class Bernoulli:
+    """Independent binary actions (MultiBinary): π(a_i = 1|s) = sigmoid(logits_i).
+
+    Shapes: logits ``[B, k]``, actions ``[B, k]`` of 0.0 and 1.0."""
+
+    def __init__(self, logits: Tensor):
+        self.logits = logits.float()
+
+    def sample(self) -> Tensor:
+        return (torch.rand_like(self.logits) < torch.sigmoid(self.logits)).float()
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        # log σ(l) for a = 1, log(1 − σ(l)) = log σ(−l) for a = 0: minus the binary cross-entropy, stable in l
+        return -F.binary_cross_entropy_with_logits(self.logits, actions.float(), reduction="none").sum(-1)
+
+    def entropy(self) -> Tensor:
+        return F.binary_cross_entropy_with_logits(self.logits, torch.sigmoid(self.logits), reduction="none").sum(-1)
+
+    def mode(self) -> Tensor:
+        return (self.logits > 0).float()
 
 
 class DiagGaussian:
@@ -215,6 +260,20 @@ class CategoricalHead(Linear):
         return Categorical(super().forward(features))
 
 
+class MultiCategoricalHead(Linear):
+    def __init__(self, in_features: int, nvec: Sequence[int]):
+        super().__init__(in_features, int(sum(nvec)))
+        self.nvec = [int(n) for n in nvec]
+
+    def forward(self, features: Tensor) -> MultiCategorical:
+        return MultiCategorical(super().forward(features), self.nvec)
+
+
+class BernoulliHead(Linear):
+    def forward(self, features: Tensor) -> Bernoulli:
+        return Bernoulli(super().forward(features))
+
+
 class GaussianHead(nn.Module):
     def __init__(self, in_features: int, act_dim: int, log_std_init: float):
         super().__init__()
@@ -273,6 +332,10 @@ class ActorCritic(nn.Module):
             features = body.out_features
         if isinstance(action_space, spaces.Discrete):
             pi_head = CategoricalHead(features, int(action_space.n))
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            pi_head = MultiCategoricalHead(features, action_space.nvec.ravel().tolist())
+        elif isinstance(action_space, spaces.MultiBinary):
+            pi_head = BernoulliHead(features, int(np.prod(action_space.shape)))
         else:
             pi_head = GaussianHead(features, int(np.prod(action_space.shape)), log_std_init)
         obs_rms = RunningMeanStd(observation_space.shape) if normalize_obs else None
