@@ -33,8 +33,9 @@ def evaluate(
     done = np.zeros(num_envs, dtype=int)
     running = np.zeros(num_envs)  # the return of each env's current episode
     returns: list[float] = []
-    envs = make_vec_env(model.hparams.env_id, model.hparams.env_kwargs, num_envs,
-                        env_wrappers=model.hparams.get("env_wrappers"))
+    settings = model.env_settings  # the training envs' kind, wrappers and vectorization; num_envs of its own
+    envs = make_vec_env(settings.env_id, settings.env_kwargs, num_envs, env_wrappers=settings.env_wrappers,
+                        vectorization=settings.vectorization)
     try:
         with torch.random.fork_rng(devices=[]):
             obs, _ = envs.reset(seed=seed)

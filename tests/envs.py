@@ -300,3 +300,30 @@ class Identity(gym.Env):
         self.t += 1
         self.state = int(self.np_random.integers(self.observation_space.n))
         return self.state, reward, False, self.t >= self.length, {}
+
+
+class BusyStep(gym.Env):
+    """A costly step: about ``ms`` milliseconds of CPU per step (a simulator's share of the work), CartPole-like
+    bookkeeping otherwise: 4 float observations, 2 actions, 200-step episodes, reward 1. ``raise_at``: raise a
+    ValueError at that step (a bug inside an env, in whichever process it runs)."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, ms: float = 1.0, raise_at: int | None = None):
+        self.ms, self.raise_at, self.total = ms, raise_at, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 4).astype(np.float32), {}
+
+    def step(self, action):
+        end = time.perf_counter() + self.ms / 1000
+        while time.perf_counter() < end:
+            pass
+        self.t += 1
+        self.total += 1
+        if self.raise_at is not None and self.total >= self.raise_at:
+            raise ValueError(f"broken at step {self.total}")
+        return self.np_random.uniform(-1, 1, 4).astype(np.float32), 1.0, False, self.t >= 200, {}

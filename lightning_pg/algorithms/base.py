@@ -29,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_pg.data.base import EnvSettings
-from lightning_pg.envs import check_spaces, flatten_observations, make_env
+from lightning_pg.envs import VECTORIZATIONS, check_spaces, flatten_observations, make_env
 from lightning_pg.errors import ConfigError, TrainingDiverged
 from lightning_pg.optim import adam, contiguous
 from lightning_pg.optimizer_steps import OptimizerSteps
@@ -79,6 +79,9 @@ class RLModule(pl.LightningModule):
             ``gymnasium.make``, training and evaluation envs alike: a list of ``{class_path, init_args}``, e.g.
             ``[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 100}}]``.
         num_envs: environment copies stepped together (>= 1).
+        vectorization: ``"sync"`` steps them one after the other in this process; ``"async"`` gives each a
+            worker process of its own, stepped in parallel (worth it when an env step costs more than about
+            0.1 ms, see the README; async envs are not saved in checkpoints: a resumed run reseeds them).
         total_timesteps: budget in env steps, summed over envs and ranks; training stops when reached.
         gamma: discount factor in [0, 1].
         learning_rate: optimizer step size (> 0), or ``"lin_X"`` to decay linearly from X to 0.
@@ -102,6 +105,7 @@ class RLModule(pl.LightningModule):
         env_kwargs: dict[str, Any] | None = None,
         env_wrappers: list[dict[str, Any]] | None = None,
         num_envs: int = 1,
+        vectorization: str = "sync",
         total_timesteps: int = 100_000,
         gamma: float = 0.99,
         learning_rate: float | str = 3e-4,
@@ -117,6 +121,7 @@ class RLModule(pl.LightningModule):
         check(isinstance(env_id, str) and env_id != "", "env_id", env_id, "a gymnasium id such as 'CartPole-v1'")
         check(env_kwargs is None or isinstance(env_kwargs, dict), "env_kwargs", env_kwargs, "a mapping or null")
         check(isinstance(num_envs, int) and num_envs >= 1, "num_envs", num_envs, "an integer >= 1")
+        check(vectorization in VECTORIZATIONS, "vectorization", vectorization, " or ".join(map(repr, VECTORIZATIONS)))
         check(total_timesteps > 0, "total_timesteps", total_timesteps, "a positive number of env steps")
         check(0.0 <= gamma <= 1.0, "gamma", gamma, "in [0, 1]")
         lr = parse_schedule(learning_rate)
@@ -261,12 +266,19 @@ class RLModule(pl.LightningModule):
     def env_settings(self) -> EnvSettings:
         """The training envs: ``(env_id, env_kwargs, num_envs, env_wrappers)`` (per rank)."""
         return EnvSettings(self.hparams.env_id, self.hparams.env_kwargs, self.hparams.num_envs,
-                           self.hparams.env_wrappers)
+                           self.hparams.env_wrappers, self.hparams.vectorization)
 
     def train_dataloader(self) -> Iterator[dict[str, Any]]:
         # The iterable itself, not a DataLoader: it yields whole batches, and Lightning checkpoints its state.
         self.check_fit_memory()
-        return self.make_data()
+        self._train_data = self.make_data()
+        return self._train_data
+
+    def teardown(self, stage: str) -> None:
+        """Close the training envs (async ones hold worker processes)."""
+        data = getattr(self, "_train_data", None)
+        if hasattr(data, "close"):
+            data.close()
 
     #: a ``training_step`` takes batches until it holds this many env steps, or until something needs
     #: Lightning's batch end: an evaluation (best.ckpt), a due ``last.ckpt``, the budget, a stop request.

@@ -47,6 +47,7 @@ class EnvSettings(NamedTuple):
     env_kwargs: dict[str, Any] | None
     num_envs: int
     env_wrappers: list[dict[str, Any]] | None = None
+    vectorization: str = "sync"
 
 
 class RewardScaler:
@@ -99,10 +100,10 @@ class EnvIterable(IterableDataset):
             yield self.collect()
 
     def reset(self) -> np.ndarray:
-        env_id, env_kwargs, num_envs, env_wrappers = self.settings
+        env_id, env_kwargs, num_envs, env_wrappers, vectorization = self.settings
         seed = None
         if self.envs is None:
-            self.envs = make_vec_env(env_id, env_kwargs, num_envs, env_wrappers=env_wrappers)
+            self.envs = make_vec_env(env_id, env_kwargs, num_envs, env_wrappers=env_wrappers, vectorization=vectorization)
             seed = env_seed(self.module.global_rank, num_envs)
             self.envs.action_space.seed(seed)
         try:
@@ -177,7 +178,13 @@ class EnvIterable(IterableDataset):
         this user's key and unpickled on resume only when the signature holds (:mod:`lightning_pg.trust`)."""
         state: dict[str, Any] = {"rng": rng_state(), "envs": None, "obs": None, "discounted_return": None,
                                  "episode_return": None, "episode_length": None, "env_config": repr(self.settings)}
-        if self.envs is not None:
+        if self.envs is not None and self.settings.vectorization == "async":
+            if not self._warned_unpicklable:
+                self._warned_unpicklable = True
+                rank_zero_warn("Async envs live in their worker processes, so checkpoints do not hold their state: a "
+                               "resumed run resets them with seeds drawn from the saved RNG (deterministic, but the "
+                               "episodes open at the checkpoint are dropped).")
+        elif self.envs is not None:
             try:
                 state["envs"] = pickle.dumps(self.envs)
                 state["envs_signature"] = sign(state["envs"])
@@ -215,7 +222,7 @@ class EnvIterable(IterableDataset):
                  "normalizer's running returns restart; the weights, optimizer, counters, normalizer statistics "
                  "and replay buffer resume.")
         if state.get("env_config") != repr(self.settings):
-            rank_zero_warn(f"The env settings (env_id, env_kwargs, num_envs or env_wrappers) differ from the checkpoint's: {fresh}")
+            rank_zero_warn(f"The env settings (env_id, env_kwargs, num_envs, env_wrappers or vectorization) differ from the checkpoint's: {fresh}")
             return False
         if state.get("envs") is None:
             return False  # they did not pickle (e.g. Box2D): warned about when saving

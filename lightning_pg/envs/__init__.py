@@ -198,20 +198,29 @@ def _make(env_id: str, spec: str | EnvSpec, env_kwargs: dict[str, Any] | None, *
         ) from None
 
 
+VECTORIZATIONS = ("sync", "async")
+
+
 def make_vec_env(
-    env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None, env_wrappers: Any = None
+    env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None, env_wrappers: Any = None,
+    vectorization: str = "sync",
 ) -> gym.vector.VectorEnv:
-    """``num_envs`` copies in one process, SAME_STEP autoreset.
+    """``num_envs`` copies, SAME_STEP autoreset: stepped one after the other in this process (``"sync"``), or by
+    worker processes in parallel, one per core, each stepping a group of them (``"async"``, :mod:`.workers`).
 
     With ``seed`` the sub-envs are seeded ``seed, seed + 1, ...`` and the action space sampler with ``seed``,
     so uniform random actions (replay warm-up) are reproducible too.
     """
-    make_env(env_id, env_kwargs, env_wrappers).close()  # fail here, with our message, rather than inside SyncVectorEnv
-    # functools.partial rather than a lambda: the vector env then pickles (checkpoints save env states)
-    envs = SyncVectorEnv(
-        [functools.partial(make_env, env_id, env_kwargs, env_wrappers) for _ in range(num_envs)],
-        autoreset_mode=AutoresetMode.SAME_STEP,
-    )
+    make_env(env_id, env_kwargs, env_wrappers).close()  # fail here, with our message, rather than inside a worker
+    if vectorization == "async":
+        from lightning_pg.envs.workers import WorkerVectorEnv
+
+        envs = WorkerVectorEnv([functools.partial(make_env, env_id, env_kwargs, env_wrappers)] * num_envs)
+    else:  # functools.partial rather than a lambda: the vector env then pickles (checkpoints save env states)
+        envs = SyncVectorEnv(
+            [functools.partial(make_env, env_id, env_kwargs, env_wrappers) for _ in range(num_envs)],
+            autoreset_mode=AutoresetMode.SAME_STEP,
+        )
     if seed is not None:
         envs.reset(seed=seed)
         envs.action_space.seed(seed)
