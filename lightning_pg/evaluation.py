@@ -35,7 +35,7 @@ def evaluate(
     returns: list[float] = []
     settings = model.env_settings  # the training envs' kind, wrappers and vectorization; num_envs of its own
     envs = make_vec_env(settings.env_id, settings.env_kwargs, num_envs, env_wrappers=settings.env_wrappers,
-                        vectorization=settings.vectorization)
+                        vectorization=settings.vectorization, training=False)
     try:
         with torch.random.fork_rng(devices=[]):
             obs, _ = envs.reset(seed=seed)

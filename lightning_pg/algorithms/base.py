@@ -77,7 +77,9 @@ class RLModule(pl.LightningModule):
         env_kwargs: keyword arguments for ``gymnasium.make`` (e.g. ``max_episode_steps``).
         env_wrappers: ``gymnasium.Wrapper`` classes applied to each env in order, right after
             ``gymnasium.make``, training and evaluation envs alike: a list of ``{class_path, init_args}``, e.g.
-            ``[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 100}}]``.
+            ``[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 100}}]``. An entry with
+            ``training_only: true`` wraps the training envs only (e.g. reward clipping: evaluation reports the
+            env's own return).
         num_envs: environment copies stepped together (>= 1).
         vectorization: ``"sync"`` steps them one after the other in this process; ``"async"`` gives each a
             worker process of its own, stepped in parallel (worth it when an env step costs more than about

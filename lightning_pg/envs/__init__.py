@@ -66,8 +66,11 @@ def check_entry_point(env_id: Any, import_modules: bool = True, source: str = "t
     return EnvSpec(id=attr, entry_point=env_id)
 
 
-def check_wrappers(env_wrappers: Any, import_modules: bool = True, source: str = "the config") -> list[tuple[type, dict]]:
-    """``env_wrappers`` (a list of ``{class_path, init_args}``) as ``(class, kwargs)`` pairs.
+def check_wrappers(env_wrappers: Any, import_modules: bool = True,
+                   source: str = "the config") -> list[tuple[type, dict, bool]]:
+    """``env_wrappers`` (a list of ``{class_path, init_args, training_only}``) as ``(class, kwargs, training_only)``.
+    ``training_only: true`` wraps the training envs only (Atari's reward clipping and end of episode at a lost
+    life: evaluation reports the game's own score).
 
     Each class must be a ``gymnasium.Wrapper`` subclass (a wrapper is code: as for env entry points, nothing
     else is called); with ``import_modules=False`` (a checkpoint's hyperparameters) its module must already be
@@ -83,7 +86,9 @@ def check_wrappers(env_wrappers: Any, import_modules: bool = True, source: str =
     for item in env_wrappers:
         path = item.get("class_path") if isinstance(item, dict) else None
         kwargs = item.get("init_args") or {} if isinstance(item, dict) else None
-        if not isinstance(path, str) or "." not in path or not isinstance(kwargs, dict) or set(item) - {"class_path", "init_args"}:
+        training_only = item.get("training_only", False) if isinstance(item, dict) else None
+        if not isinstance(path, str) or "." not in path or not isinstance(kwargs, dict) or not isinstance(
+                training_only, bool) or set(item) - {"class_path", "init_args", "training_only"}:
             raise EnvError(f"The env wrapper {item!r} in {source} is not a {{class_path, init_args}} mapping. {fix}")
         module_name, _, attr = path.rpartition(".")
         if module_name not in sys.modules and not import_modules:
@@ -101,7 +106,7 @@ def check_wrappers(env_wrappers: Any, import_modules: bool = True, source: str =
             found = "nothing" if cls is None else f"a {type(cls).__name__}, not a gymnasium.Wrapper subclass"
             raise EnvError(f"The env wrapper '{path}' in {source} names {found}. An env wrapper must be a "
                            f"gymnasium.Wrapper subclass. {fix}")
-        resolved.append((cls, kwargs))
+        resolved.append((cls, kwargs, training_only))
     return resolved
 
 
@@ -156,13 +161,17 @@ def flatten_observations(space: spaces.Space, observation: Any) -> tuple[np.ndar
     return np.stack([spaces.flatten(space, item) for item in items]).astype(np.float32, copy=False), single
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, env_wrappers: Any = None, **extra: Any) -> gym.Env:
-    """One environment: ``gymnasium.make``, then ``env_wrappers`` in order, then :class:`FlatObservation` where
-    the observations are not an array. Errors become a one-paragraph :class:`EnvError` that names the fix."""
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, env_wrappers: Any = None, training: bool = True,
+             **extra: Any) -> gym.Env:
+    """One environment: ``gymnasium.make``, then ``env_wrappers`` in order (``training_only`` ones for training
+    envs only), then :class:`FlatObservation` where the observations are not an array. Errors become a
+    one-paragraph :class:`EnvError` that names the fix."""
     spec = check_entry_point(env_id)
     wrappers = check_wrappers(env_wrappers)
     env = _make(env_id, spec, env_kwargs, **extra)
-    for cls, kwargs in wrappers:
+    for cls, kwargs, training_only in wrappers:
+        if training_only and not training:
+            continue
         try:
             env = cls(env, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a wrapper's own check of its arguments or of the env
@@ -203,7 +212,7 @@ VECTORIZATIONS = ("sync", "async")
 
 def make_vec_env(
     env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int, seed: int | None = None, env_wrappers: Any = None,
-    vectorization: str = "sync",
+    vectorization: str = "sync", training: bool = True,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies, SAME_STEP autoreset: stepped one after the other in this process (``"sync"``), or by
     worker processes in parallel, one per core, each stepping a group of them (``"async"``, :mod:`.workers`).
@@ -211,14 +220,15 @@ def make_vec_env(
     With ``seed`` the sub-envs are seeded ``seed, seed + 1, ...`` and the action space sampler with ``seed``,
     so uniform random actions (replay warm-up) are reproducible too.
     """
-    make_env(env_id, env_kwargs, env_wrappers).close()  # fail here, with our message, rather than inside a worker
+    make = functools.partial(make_env, env_id, env_kwargs, env_wrappers, training)
+    make().close()  # fail here, with our message, rather than inside a worker
     if vectorization == "async":
         from lightning_pg.envs.workers import WorkerVectorEnv
 
-        envs = WorkerVectorEnv([functools.partial(make_env, env_id, env_kwargs, env_wrappers)] * num_envs)
+        envs = WorkerVectorEnv([make] * num_envs)
     else:  # functools.partial rather than a lambda: the vector env then pickles (checkpoints save env states)
         envs = SyncVectorEnv(
-            [functools.partial(make_env, env_id, env_kwargs, env_wrappers) for _ in range(num_envs)],
+            [make] * num_envs,
             autoreset_mode=AutoresetMode.SAME_STEP,
         )
     if seed is not None:

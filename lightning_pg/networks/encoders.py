@@ -47,12 +47,23 @@ def is_image_space(space: spaces.Space) -> bool:
     return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
+def channels_first(shape: Sequence[int]) -> bool:
+    """Whether an image is laid out ``[C, H, W]`` (e.g. stacked Atari frames, ``[4, 84, 84]``) rather than
+    ``[H, W, C]``: its smallest dimension comes first."""
+    return int(np.argmin(shape)) == 0
+
+
 class NatureCNN(nn.Module):
-    """Mnih et al. 2015 encoder. Input ``[B, H, W, C]`` uint8 (gymnasium's layout), output ``[B, 512]``."""
+    """Mnih et al. 2015 encoder. Input uint8 ``[B, H, W, C]`` (gymnasium's layout) or ``[B, C, H, W]`` (stacked
+    frames), output ``[B, 512]``."""
 
     def __init__(self, observation_space: spaces.Box, features: int = 512):
         super().__init__()
-        height, width, channels = observation_space.shape
+        self.channels_first = channels_first(observation_space.shape)
+        if self.channels_first:
+            channels, height, width = observation_space.shape
+        else:
+            height, width, channels = observation_space.shape
         self.conv = nn.Sequential(
             nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
@@ -65,7 +76,8 @@ class NatureCNN(nn.Module):
         self.out_features = features
 
     def forward(self, obs: Tensor) -> Tensor:
-        return self.fc(self.conv(obs.permute(0, 3, 1, 2).float() / 255.0))
+        images = obs if self.channels_first else obs.permute(0, 3, 1, 2)
+        return self.fc(self.conv(images.float() / 255.0))
 
 
 def make_encoder(observation_space: spaces.Box, hidden_sizes: Sequence[int], activation: str) -> nn.Module:
