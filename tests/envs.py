@@ -327,3 +327,17 @@ class BusyStep(gym.Env):
         if self.raise_at is not None and self.total >= self.raise_at:
             raise ValueError(f"broken at step {self.total}")
         return self.np_random.uniform(-1, 1, 4).astype(np.float32), 1.0, False, self.t >= 200, {}
+
+
+class SimError(Exception):
+    """An env's own exception whose constructor takes more than a message."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+
+
+class RaisesSimError(BusyStep):
+    def step(self, action):
+        if self.total >= 10:
+            raise SimError(7, "solver diverged")
+        return super().step(action)

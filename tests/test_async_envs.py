@@ -41,17 +41,34 @@ def test_async_envs_step_exactly_as_sync_envs():
         workers.close()
 
 
-def test_a_worker_env_that_raises_gets_the_in_process_message():
+@pytest.mark.parametrize("env_id, env_kwargs, said", [
+    ("tests.envs:BusyStep", {"ms": 0.0, "raise_at": 40}, "raised ValueError in step(): broken at step 40"),
+    ("tests.envs:RaisesSimError", {"ms": 0.0}, "raised SimError in step(): 7: solver diverged"),  # (two-argument init)
+])
+def test_a_worker_env_that_raises_gets_the_in_process_message_and_its_workers_end(env_id, env_kwargs, said):
     messages = []
     for vectorization in ("sync", "async"):
-        model = lp.PPO(env_id="tests.envs:BusyStep", env_kwargs={"ms": 0.0, "raise_at": 40}, num_envs=4, n_steps=32,
-                       batch_size=64, total_timesteps=4096, eval_every=-1, vectorization=vectorization)
+        model = lp.PPO(env_id=env_id, env_kwargs=env_kwargs, num_envs=4, n_steps=32, batch_size=64,
+                       total_timesteps=4096, eval_every=-1, vectorization=vectorization)
         with pytest.raises(lp.EnvError) as error:
             pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
                        enable_model_summary=False, max_epochs=-1).fit(model)
         messages.append(str(error.value))
+        assert model._train_data.envs is None  # closed at the error: no worker waits for the process to end
     assert messages[0] == messages[1]
-    assert "raised ValueError in step(): broken at step 40" in messages[1]
+    assert said in messages[1]
+
+
+def test_a_second_fit_goes_on_after_the_first():
+    for cls, extra in ((lp.SAC, dict(learning_starts=10, batch_size=8)), (lp.PPO, dict(n_steps=16, batch_size=16))):
+        for vectorization in ("sync", "async"):
+            model = cls(env_id="Pendulum-v1", total_timesteps=32, eval_every=-1, vectorization=vectorization, **extra)
+            trainer = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                           enable_model_summary=False, max_epochs=-1)
+            pl.Trainer(**trainer).fit(model)
+            model.hparams.total_timesteps = 64
+            pl.Trainer(**trainer).fit(model)
+            assert model.num_timesteps >= 64
 
 
 def children(pid):

@@ -192,3 +192,32 @@ def test_images_inside_a_dict_are_refused_in_one_paragraph():
     sys.modules[__name__].ImageDict = ImageDict
     with pytest.raises(lp.EnvError, match="one CNN per image part is not built yet"):
         lp.PPO(env_id=f"{__name__}:ImageDict")
+
+
+def test_training_only_wrappers_that_change_the_spaces_are_refused_at_start():
+    wrappers = [{"class_path": "gymnasium.wrappers.TimeAwareObservation", "training_only": True}]
+    with pytest.raises(lp.EnvError, match="training_only env wrappers change the spaces"):
+        lp.PPO(env_id="CartPole-v1", env_wrappers=wrappers)
+
+
+def test_an_observation_part_no_network_reads_is_one_paragraph():
+    class WithSequence(gym.Env):
+        observation_space = spaces.Dict({"s": spaces.Sequence(spaces.Discrete(3)), "v": spaces.Discrete(2)})
+        action_space = spaces.Discrete(2)
+
+    sys.modules[__name__].WithSequence = WithSequence
+    with pytest.raises(lp.EnvError, match="hold a part no network here reads"):
+        lp.PPO(env_id=f"{__name__}:WithSequence")
+
+
+def test_a_checkpoint_from_before_env_wrappers_restores_its_envs():
+    from lightning_pg.data.base import EnvSettings
+
+    model = lp.PPO(env_id="CartPole-v1", num_envs=2, n_steps=8, batch_size=16)
+    data = model.make_data()
+    data.collect()
+    state = data.state_dict()
+    state["env_config"] = "EnvSettings(env_id='CartPole-v1', env_kwargs=None, num_envs=2)"  # the earlier layout
+    assert repr(EnvSettings("CartPole-v1", None, 2)) != state["env_config"]
+    fresh = model.make_data()
+    assert fresh._restore_envs(state) and np.array_equal(fresh.obs, data.obs)

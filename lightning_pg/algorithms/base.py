@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from lightning_pg.data.base import EnvSettings
 from lightning_pg.envs import VECTORIZATIONS, check_spaces, flatten_observations, make_env
-from lightning_pg.errors import ConfigError, TrainingDiverged
+from lightning_pg.errors import ConfigError, EnvError, TrainingDiverged
 from lightning_pg.optim import adam, contiguous
 from lightning_pg.optimizer_steps import OptimizerSteps
 from lightning_pg.schedules import ScheduleSpec, crossed, parse_schedule
@@ -81,9 +81,10 @@ class RLModule(pl.LightningModule):
             ``training_only: true`` wraps the training envs only (e.g. reward clipping: evaluation reports the
             env's own return).
         num_envs: environment copies stepped together (>= 1).
-        vectorization: ``"sync"`` steps them one after the other in this process; ``"async"`` gives each a
-            worker process of its own, stepped in parallel (worth it when an env step costs more than about
-            0.1 ms, see the README; async envs are not saved in checkpoints: a resumed run reseeds them).
+        vectorization: ``"sync"`` steps them one after the other in this process; ``"async"`` steps them in
+            worker processes in parallel, one per core, each stepping its share of them (worth it when an env
+            step costs more than about 0.1 ms, see the README; async envs are not saved in checkpoints: a
+            resumed run reseeds them).
         total_timesteps: budget in env steps, summed over envs and ranks; training stops when reached.
         gamma: discount factor in [0, 1].
         learning_rate: optimizer step size (> 0), or ``"lin_X"`` to decay linearly from X to 0.
@@ -143,6 +144,17 @@ class RLModule(pl.LightningModule):
         #: the same, or its flat float32 form for Discrete, MultiDiscrete, MultiBinary, Dict and Tuple)
         self.raw_observation_space = getattr(env, "raw_space", env.observation_space)
         env.close()
+        if any(item.get("training_only") for item in env_wrappers or ()):  # evaluation envs must fit the networks
+            evaluation = make_env(env_id, env_kwargs, env_wrappers, training=False)
+            spaces_ = (evaluation.observation_space, evaluation.action_space)
+            evaluation.close()
+            if spaces_ != (self.observation_space, self.action_space):
+                raise EnvError(
+                    f"The training_only env wrappers change the spaces of '{env_id}': training envs have "
+                    f"{self.observation_space} and {self.action_space}, evaluation envs {spaces_[0]} and "
+                    f"{spaces_[1]}, and one policy plays both. Fix: apply wrappers that change the spaces to "
+                    "every env (drop their training_only)."
+                )
         if isinstance(self.action_space, spaces.Box):  # bounds as tensors: forward() clips in exportable code
             self.register_buffer("action_low", torch.as_tensor(self.action_space.low), persistent=False)
             self.register_buffer("action_high", torch.as_tensor(self.action_space.high), persistent=False)
@@ -277,9 +289,10 @@ class RLModule(pl.LightningModule):
         return self._train_data
 
     def teardown(self, stage: str) -> None:
-        """Close the training envs (async ones hold worker processes)."""
+        """Close async training envs: they hold worker processes. (Sync envs stay, so that a second fit of this
+        model goes on with its episodes, as its replay buffer does.)"""
         data = getattr(self, "_train_data", None)
-        if hasattr(data, "close"):
+        if getattr(getattr(data, "settings", None), "vectorization", None) == "async":
             data.close()
 
     #: a ``training_step`` takes batches until it holds this many env steps, or until something needs

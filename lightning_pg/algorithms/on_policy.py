@@ -89,7 +89,10 @@ class OnPolicyModule(RLModule):
         return dist.mode() if deterministic else dist.sample()
 
     def forward(self, obs: Tensor) -> Tensor:
-        """The deterministic policy as an exportable function: raw observations -> env actions."""
+        """The deterministic policy as an exportable function: observations as the networks take them (Box
+        observations as they are; others flattened, see ``envs.FlatObservation``) -> the policy's actions (Box
+        actions clipped into the bounds; discrete ones as head indices, before ``env_actions`` adds a space's
+        start and shape)."""
         action = self.policy.dist(self.policy.normalize(obs)).mode()
         if self.action_low is not None:
             action = torch.maximum(torch.minimum(action, self.action_high), self.action_low)

@@ -162,8 +162,10 @@ class EnvIterable(IterableDataset):
             )
 
     def _env_failure(self, where: str, exc: Exception) -> EnvError:
+        self.close()  # (async envs: their workers go now, not when the process ends)
+        kind = getattr(exc, "type_name", type(exc).__name__)  # a worker's error names the env's exception
         return EnvError(
-            f"The environment '{self.settings.env_id}' raised {type(exc).__name__} in {where}(): {exc}. "
+            f"The environment '{self.settings.env_id}' raised {kind} in {where}(): {exc}. "
             f"Fix: the bug is in the environment (run it alone with gymnasium to reproduce); training stopped "
             f"at {self.module.num_timesteps} env steps and the last checkpoint is intact."
         )
@@ -221,7 +223,7 @@ class EnvIterable(IterableDataset):
         fresh = ("building fresh envs seeded from the saved RNG: the episodes open at the checkpoint and the reward "
                  "normalizer's running returns restart; the weights, optimizer, counters, normalizer statistics "
                  "and replay buffer resume.")
-        if state.get("env_config") != repr(self.settings):
+        if state.get("env_config") not in (repr(self.settings), self._earlier_repr()):
             rank_zero_warn(f"The env settings (env_id, env_kwargs, num_envs, env_wrappers or vectorization) differ from the checkpoint's: {fresh}")
             return False
         if state.get("envs") is None:
@@ -239,10 +241,19 @@ class EnvIterable(IterableDataset):
             self.episode_length = state["episode_length"].numpy().copy()
         return True
 
+    def _earlier_repr(self) -> str | None:
+        """How checkpoints written before env_wrappers and vectorization named the same settings."""
+        env_id, env_kwargs, num_envs, env_wrappers, vectorization = self.settings
+        if env_wrappers is None and vectorization == "sync":
+            return f"EnvSettings(env_id={env_id!r}, env_kwargs={env_kwargs!r}, num_envs={num_envs!r})"
+        return None
+
     def close(self) -> None:
+        """Close the envs; a later batch starts from fresh ones (reset)."""
         if self.envs is not None:
             self.envs.close()
             self.envs = None
+        self.obs = None
 
 
 # Acting returns tensors (through the policy module) or numpy arrays (NumpyActor): batches are built from either.

@@ -121,7 +121,16 @@ class FlatObservation(gym.ObservationWrapper):
         self.raw_space = env.observation_space
         from lightning_pg.networks.encoders import is_image_space
 
-        images = [key for key, part in _parts(self.raw_space) if is_image_space(part)]
+        parts = _parts(self.raw_space)
+        odd = [f"{key or 'the observation'}: {part}" for key, part in parts if not isinstance(
+            part, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary))]
+        if odd:
+            raise EnvError(
+                f"The observations of '{env.spec.id if env.spec else env}' hold a part no network here reads "
+                f"({'; '.join(odd)}). Fix: turn it into a Box, Discrete, MultiDiscrete or MultiBinary with a wrapper "
+                "(env_wrappers), or drop it (gymnasium.wrappers.FilterObservation)."
+            )
+        images = [key for key, part in parts if is_image_space(part)]
         if images:
             raise EnvError(
                 f"The observations of '{env.spec.id if env.spec else env}' hold images inside a "

@@ -13,12 +13,22 @@ import atexit
 import multiprocessing
 import os
 import signal
+import time
 import weakref
 from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space
+
+
+class WorkerError(RuntimeError):
+    """An env's exception in a worker process, raised again in the training process: its message, and the name
+    of its type (``type_name``), since its class may not be importable or constructible here."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(message)
+        self.type_name = type_name
 
 
 def default_workers(num_envs: int) -> int:
@@ -37,7 +47,8 @@ class WorkerVectorEnv(gym.vector.VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.metadata = {**self.metadata, "autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
         self.groups = [list(group) for group in np.array_split(np.arange(self.num_envs), workers)]
-        context = multiprocessing.get_context()
+        # fork where there is one (Linux, macOS): the env classes need not be importable by name, as with spawn
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
         self.pipes, self.processes = [], []
         for group in self.groups:
             parent, child = context.Pipe()
@@ -55,15 +66,14 @@ class WorkerVectorEnv(gym.vector.VectorEnv):
         answers = [pipe.recv() for pipe in self.pipes]  # every worker answers before any error is raised
         for ok, answer in answers:
             if not ok:
-                exctype, message = answer
-                raise exctype(message)
+                raise WorkerError(*answer)
         return [answer for _, answer in answers]
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
         seeds = [None] * self.num_envs if seed is None else \
             [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
         results = self._call("reset", [([seeds[i] for i in group], options) for group in self.groups])
-        return np.concatenate(results), {}
+        return self._as_space(np.concatenate(results)), {}
 
     def step(self, actions: Any):
         """The infos hold the true last observations of the episodes that ended (``final_obs``, ``_final_obs``),
@@ -71,14 +81,19 @@ class WorkerVectorEnv(gym.vector.VectorEnv):
         actions = np.asarray(actions)
         results = self._call("step", [actions[group] for group in self.groups])
         obs, rewards, terminated, truncated = (np.concatenate([r[k] for r in results]) for k in range(4))
+        obs = self._as_space(obs)
         infos: dict[str, Any] = {}
         ended = [(group[i], final) for group, r in zip(self.groups, results) for i, final in r[4]]
         if ended:
             finals = np.empty(self.num_envs, dtype=object)
             for i, final in ended:
-                finals[i] = final
+                finals[i] = self._as_space(final)
             infos = {"final_obs": finals, "_final_obs": np.isin(np.arange(self.num_envs), [i for i, _ in ended])}
         return obs, rewards, terminated, truncated, infos
+
+    def _as_space(self, obs: np.ndarray) -> np.ndarray:
+        """In the space's dtype, as a sync vector env writes them (an env may return float64 for float32)."""
+        return obs.astype(self.single_observation_space.dtype, copy=False)
 
     def close_extras(self, **kwargs: Any) -> None:
         for pipe in self.pipes:
@@ -86,8 +101,9 @@ class WorkerVectorEnv(gym.vector.VectorEnv):
                 pipe.send(("close", None))
             except OSError:  # a worker that has died
                 pass
+        deadline = time.monotonic() + 5
         for process in self.processes:
-            process.join(timeout=5)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()  # (they ignore SIGTERM, see _worker)
                 process.join()
@@ -116,21 +132,26 @@ def _worker(pipe: Any, parent_pipe: Any, env_fns: list[Callable[[], gym.Env]]) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent_pipe.close()
-    envs = []
+    envs, broken = [], None
     try:
-        envs = [fn() for fn in env_fns]
+        try:
+            envs = [fn() for fn in env_fns]
+        except Exception as exc:  # noqa: BLE001 - said in answer to every command, as a step's error would be
+            broken = exc
         while True:
             command, arg = pipe.recv()
             if command == "close":
                 break
             try:
+                if broken is not None:
+                    raise broken
                 if command == "reset":
                     seeds, options = arg
                     pipe.send((True, np.stack([env.reset(seed=s, options=options)[0] for env, s in zip(envs, seeds)])))
                 else:
                     pipe.send((True, _step(envs, arg)))
             except Exception as exc:  # noqa: BLE001 - the env's error, raised again in the main process
-                pipe.send((False, (type(exc), str(exc))))
+                pipe.send((False, (type(exc).__name__, str(exc))))
     except (EOFError, OSError, KeyboardInterrupt):  # the main process is gone
         pass
     finally:
