@@ -341,3 +341,26 @@ class RaisesSimError(BusyStep):
         if self.total >= 10:
             raise SimError(7, "solver diverged")
         return super().step(action)
+
+
+class PixelDot(gym.Env):
+    """A dot on a 36x36 grey image (the Nature CNN's smallest input), moved left and right by a continuous action
+    in [-1, 1]; reward -|position|; 20-step episodes."""
+
+    observation_space = spaces.Box(0, 255, (36, 36, 1), np.uint8)
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def _image(self):
+        image = np.zeros((36, 36, 1), np.uint8)
+        image[16:20, int(np.clip((self.x + 1) * 17.5, 0, 35)), 0] = 255
+        return image
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t = float(self.np_random.uniform(-1, 1)), 0
+        return self._image(), {}
+
+    def step(self, action):
+        self.x = float(np.clip(self.x + 0.2 * float(np.asarray(action).reshape(-1)[0]), -1, 1))
+        self.t += 1
+        return self._image(), -abs(self.x), False, self.t >= 20, {}

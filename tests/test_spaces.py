@@ -221,3 +221,27 @@ def test_a_checkpoint_from_before_env_wrappers_restores_its_envs():
     assert repr(EnvSettings("CartPole-v1", None, 2)) != state["env_config"]
     fresh = model.make_data()
     assert fresh._restore_envs(state) and np.array_equal(fresh.obs, data.obs)
+
+
+@pytest.mark.parametrize("cls", [lp.DDPG, lp.TD3, lp.SAC])
+def test_off_policy_algorithms_learn_from_images_kept_as_uint8(cls, tmp_path):
+    """A CNN for the actor, one CNN shared by the twin critics, and a replay buffer of uint8 frames."""
+    pl.seed_everything(0)
+    model = fit(cls(env_id="tests.envs:PixelDot", total_timesteps=48, learning_starts=16, batch_size=8,
+                    buffer_size=100, network=[16], eval_every=-1), tmp_path)
+    assert model.replay.buffer.data["obs"].dtype == torch.uint8  # a quarter of float32's memory
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.critic.modules()) == 3  # one CNN for both critics
+    from tests.envs import PixelDot
+
+    frames = np.stack([PixelDot().reset(seed=s)[0] for s in range(3)])
+    actions = model.predict(frames)
+    assert actions.shape == (3, 1) and np.abs(actions).max() <= 1 and model.predict(frames[0]).shape == (1,)
+    restored = cls.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    np.testing.assert_array_equal(restored.predict(frames), actions)
+    assert np.isfinite(lp.evaluate(model, 2)[0])
+
+
+def test_an_image_replay_buffer_larger_than_memory_is_refused_with_its_size():
+    model = lp.SAC(env_id="tests.envs:PixelDot", buffer_size=10**9)  # 2.6 TB of frames
+    with pytest.raises(lp.ConfigError, match=r"the replay buffer \(and its copy in a checkpoint\) about \d+"):
+        model.check_fit_memory()

@@ -15,7 +15,6 @@ from torch import Tensor
 from lightning_pg.algorithms.base import RLModule, check
 from lightning_pg.data.replay import ReplayIterable
 from lightning_pg.errors import EnvError
-from lightning_pg.networks.encoders import is_image_space
 
 
 class OffPolicyModule(RLModule):
@@ -67,9 +66,10 @@ class OffPolicyModule(RLModule):
         check(gradient_steps >= 1, "gradient_steps", gradient_steps, "an integer >= 1")
         check(matmul_precision in ("highest", "high", "medium"), "matmul_precision", matmul_precision,
               "'highest', 'high' or 'medium'")
-        if is_image_space(self.observation_space) or len(self.action_space.shape) != 1:
-            raise EnvError(f"{type(self).__name__} takes vector observations and a 1-D Box action space, but '{env_id}' "
-                           f"has {self.observation_space} and {self.action_space}. Fix: flatten them with a wrapper.")
+        if len(self.action_space.shape) != 1:
+            raise EnvError(f"{type(self).__name__} takes a 1-D Box action space, but '{env_id}' has {self.action_space}. "
+                           "Fix: give the env a 1-D Box action space (a wrapper that reshapes its actions), or use PPO, A2C or "
+                           "REINFORCE, which take other action spaces.")
         self.act_dim = int(self.action_space.shape[0])
         self.check_first_batch(train_freq * num_envs, f"train_freq * num_envs = {train_freq} * {num_envs}")
         self.num_updates = 0  # gradient steps so far (SB3's _n_updates; TD3's policy delay counts them)

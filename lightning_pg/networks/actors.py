@@ -1,6 +1,7 @@
 """Actors for the off-policy algorithms, acting in [-1, 1]^d (the module rescales into the env's bounds).
 
-Shapes: ``obs [B, *obs_shape]`` (vector observations); actions ``[B, d]`` with ``d = action_space.shape[0]``.
+Shapes: ``obs [B, *obs_shape]`` (vectors through an MLP, uint8 images through a Nature CNN and an MLP); actions
+``[B, d]`` with ``d = action_space.shape[0]``.
 
 - :class:`DeterministicActor` (DDPG, TD3): μ(s) = tanh(MLP(s)), ``forward(obs) -> [B, d]``.
 - :class:`TanhGaussianActor` (SAC): ``forward(obs) ->`` :class:`TanhGaussian` with state-dependent mean and

@@ -6,6 +6,9 @@ weights as ``[n, in, out]`` and runs one ``torch.baddbmm`` for all members (a :c
 parameters); the op count is that of one, which is what a small MLP's update costs on a CPU
 (benchmarks/bare_offpolicy.py compares the two).
 
+Images (uint8 ``[H, W, C]`` or ``[C, H, W]``) go through one Nature CNN that the ``n`` critics share (as SB3's
+critics share their features extractor); its 512 features and the action enter the stacked MLPs.
+
 Shapes: ``forward(obs [B, *obs_shape], actions [B, d]) -> [n, B]`` (float32): row i is Q_i(s, a).
 """
 from __future__ import annotations
@@ -19,20 +22,24 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightning_pg.networks.actor_critic import StackedMLP
+from lightning_pg.networks.encoders import NatureCNN, is_image_space
 
 
 class QCritics(nn.Module):
     def __init__(self, observation_space: spaces.Box, act_dim: int, hidden_sizes: Sequence[int], n_critics: int,
                  activation: str):
         super().__init__()
-        self.body = StackedMLP(int(np.prod(observation_space.shape)) + act_dim, hidden_sizes, activation, n_critics)
+        self.encoder = NatureCNN(observation_space) if is_image_space(observation_space) else None
+        features = self.encoder.out_features if self.encoder is not None else int(np.prod(observation_space.shape))
+        self.body = StackedMLP(features + act_dim, hidden_sizes, activation, n_critics)
         bound = 1.0 / math.sqrt(self.body.out_features)  # nn.Linear's default init of the 1-wide output layer
         self.out_weight = nn.Parameter(torch.empty(n_critics, 1, self.body.out_features).uniform_(-bound, bound))
         self.out_bias = nn.Parameter(torch.empty(n_critics, 1).uniform_(-bound, bound))
         self.n_critics = n_critics
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
-        h = self.body(torch.cat([obs.flatten(1).to(actions.dtype), actions], dim=-1))  # [n, B, hidden]
+        features = obs.flatten(1) if self.encoder is None else self.encoder(obs)
+        h = self.body(torch.cat([features.to(actions.dtype), actions], dim=-1))  # [n, B, hidden]
         # the 1-wide output layer as a product-sum, not a matmul: Q comes out in float32 even when the matmuls
         # run in bf16 (autocast, or matmul_precision="medium")
         return (h * self.out_weight).sum(-1) + self.out_bias
