@@ -218,7 +218,7 @@ def test_a_checkpoint_from_before_env_wrappers_restores_its_envs():
     data.collect()
     state = data.state_dict()
     state["env_config"] = "EnvSettings(env_id='CartPole-v1', env_kwargs=None, num_envs=2)"  # the earlier layout
-    assert repr(EnvSettings("CartPole-v1", None, 2)) != state["env_config"]
+    assert repr(EnvSettings("CartPole-v1", None, 2, None, "async")) != state["env_config"]  # other settings differ
     fresh = model.make_data()
     assert fresh._restore_envs(state) and np.array_equal(fresh.obs, data.obs)
 

@@ -292,7 +292,7 @@ class RLModule(pl.LightningModule):
         """Close async training envs: they hold worker processes. (Sync envs stay, so that a second fit of this
         model goes on with its episodes, as its replay buffer does.)"""
         data = getattr(self, "_train_data", None)
-        if getattr(getattr(data, "settings", None), "vectorization", None) == "async":
+        if data is not None and data.settings.vectorization == "async":
             data.close()
 
     #: a ``training_step`` takes batches until it holds this many env steps, or until something needs

@@ -49,6 +49,13 @@ class EnvSettings(NamedTuple):
     env_wrappers: list[dict[str, Any]] | None = None
     vectorization: str = "sync"
 
+    def __repr__(self) -> str:
+        # What a checkpoint records to tell its envs' settings (``env_config``). Settings left at their defaults
+        # are not named, so checkpoints written before env_wrappers and vectorization existed still match.
+        named = [f"{name}={value!r}" for name, value in zip(self._fields, self)
+                 if name in ("env_id", "env_kwargs", "num_envs") or value != self._field_defaults[name]]
+        return f"EnvSettings({', '.join(named)})"
+
 
 class RewardScaler:
     """VecNormalize's reward scaling: each reward divided by the running std of the discounted return.
@@ -223,7 +230,7 @@ class EnvIterable(IterableDataset):
         fresh = ("building fresh envs seeded from the saved RNG: the episodes open at the checkpoint and the reward "
                  "normalizer's running returns restart; the weights, optimizer, counters, normalizer statistics "
                  "and replay buffer resume.")
-        if state.get("env_config") not in (repr(self.settings), self._earlier_repr()):
+        if state.get("env_config") != repr(self.settings):
             rank_zero_warn(f"The env settings (env_id, env_kwargs, num_envs, env_wrappers or vectorization) differ from the checkpoint's: {fresh}")
             return False
         if state.get("envs") is None:
@@ -240,13 +247,6 @@ class EnvIterable(IterableDataset):
             self.episode_return = state["episode_return"].numpy().copy()
             self.episode_length = state["episode_length"].numpy().copy()
         return True
-
-    def _earlier_repr(self) -> str | None:
-        """How checkpoints written before env_wrappers and vectorization named the same settings."""
-        env_id, env_kwargs, num_envs, env_wrappers, vectorization = self.settings
-        if env_wrappers is None and vectorization == "sync":
-            return f"EnvSettings(env_id={env_id!r}, env_kwargs={env_kwargs!r}, num_envs={num_envs!r})"
-        return None
 
     def close(self) -> None:
         """Close the envs; a later batch starts from fresh ones (reset)."""
