@@ -16,6 +16,7 @@ Defaults a user should not have to write:
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import glob
 import logging
@@ -156,7 +157,7 @@ class RLCLI(LightningCLI):
         if fit and not checkpoint.get("dirpath"):
             if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_FOLDER_VARIABLE):
                 run = os.environ[RUN_FOLDER_VARIABLE]  # a DDP worker Lightning launched: its rank 0's run folder
-            trainer["default_root_dir"] = run or _new_run(root)
+            trainer["default_root_dir"] = run or _claim_new_run(root)
             os.environ[RUN_FOLDER_VARIABLE] = trainer["default_root_dir"]  # inherited by the workers it launches
 
     # Inputs are checked before the subcommand runs: nothing (config.yaml, W&B run, checkpoint) is written
@@ -300,9 +301,36 @@ def _runs(root: str) -> list[str]:
 
 
 def _new_run(root: str) -> str:
-    """The next run folder's path (made when the run starts, after its inputs are checked)."""
+    """The next run folder's path."""
     runs = _runs(root)
     return os.path.join(root, f"{RUN_PREFIX}{int(os.path.basename(runs[-1])[len(RUN_PREFIX):]) + 1 if runs else 1}")
+
+
+#: folders this process made for a new run, removed again at exit while they are empty (a run refused at start)
+_CLAIMED: list[str] = []
+
+
+def _claim_new_run(root: str) -> str:
+    """Make the next run folder, taking the one after where another run started at the same moment (``mkdir``
+    is atomic: two fits started together get run_N and run_N+1, never one folder)."""
+    missing = [str(p) for p in [*reversed(Path(root).parents), Path(root)] if not p.exists()]
+    os.makedirs(root, exist_ok=True)
+    _CLAIMED[:0] = missing
+    while True:
+        run = _new_run(root)
+        try:
+            os.mkdir(run)
+        except FileExistsError:
+            continue
+        _CLAIMED.insert(0, run)
+        return run
+
+
+def _release_unused_runs() -> None:
+    for folder in _CLAIMED:  # innermost first; a folder that holds anything stays
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+    _CLAIMED.clear()
 
 
 def _newest_with(root: str, dirpath: str | None, name: str) -> tuple[str, str] | None:
@@ -481,6 +509,8 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"lightning_pg: error: {message}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        _release_unused_runs()
     model = getattr(cli, "model", None)
     if getattr(model, "stop_signal", None):
         sys.exit(128 + model.stop_signal)  # stopped by Ctrl+C/SIGTERM: checkpoint saved, run not finished

@@ -216,6 +216,23 @@ def test_without_a_root_runs_go_under_runs_algorithm_env(tmp_path):
     assert (tmp_path / "runs" / "ppo_cartpole_v1" / "run_1" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_fits_started_together_each_get_a_run_folder_and_a_refused_one_leaves_none(tmp_path):
+    """A sweep launching its fits at once: each takes the next free run_N (mkdir is atomic), none is refused for
+    another's folder; a fit refused at start removes the folder it had taken."""
+    args = ("--model.total_timesteps=256", "--model.eval_every=-1")
+    procs = [subprocess.Popen(cli_args(*args, f"--seed_everything={seed}", config="configs/ppo_cartpole.yaml",
+                                       root=tmp_path), cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for seed in range(3)]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+    runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert runs == ["run_1", "run_2", "run_3"]
+    assert sorted(yaml.safe_load((tmp_path / run / "config.yaml").read_text())["seed_everything"]
+                  for run in runs) == [0, 1, 2]
+    refused = run_cli(*args, "--model.total_timesteps=1", config="configs/ppo_cartpole.yaml", root=tmp_path)
+    assert refused.returncode == 2 and sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == runs
+
+
 def test_without_a_seed_each_run_draws_its_own_and_keeps_it(tmp_path):
     seeds = []
     for _ in range(2):
