@@ -364,3 +364,30 @@ class PixelDot(gym.Env):
         self.x = float(np.clip(self.x + 0.2 * float(np.asarray(action).reshape(-1)[0]), -1, 1))
         self.t += 1
         return self._image(), -abs(self.x), False, self.t >= 20, {}
+
+
+class ImageIdentity(gym.Env):
+    """The identity task told by a picture, as a Dict observation: ``image`` (36x36 grey) is lit on its left or
+    right half, ``t`` is the episode's progress in [0, 1]; reward 1 for the action naming the lit half (0 left,
+    1 right), a new half each step, 20-step episodes (a perfect policy scores 20). Only the image tells the
+    answer, so a policy that solves it reads the image through its CNN."""
+
+    observation_space = spaces.Dict({"image": spaces.Box(0, 255, (36, 36, 1), np.uint8),
+                                     "t": spaces.Box(0.0, 1.0, (1,), np.float32)})
+    action_space = spaces.Discrete(2)
+
+    def _observation(self):
+        image = np.zeros((36, 36, 1), np.uint8)
+        image[:, 18 * self.side:18 * (self.side + 1)] = 255
+        return {"image": image, "t": np.array([self.t / 20], np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.side = 0, int(self.np_random.integers(2))
+        return self._observation(), {}
+
+    def step(self, action):
+        reward = float(int(action) == self.side)
+        self.t += 1
+        self.side = int(self.np_random.integers(2))
+        return self._observation(), reward, False, self.t >= 20, {}

@@ -73,7 +73,7 @@ class DDPG(OffPolicyModule):
         check(action_noise in (None, *NOISES), "action_noise", action_noise, f"one of {sorted(NOISES)} or null")
         check(noise_std >= 0, "noise_std", noise_std, ">= 0")
         check(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(ACTIVATIONS)}")
-        obs_space, act_dim = self.observation_space, self.act_dim
+        obs_space, act_dim = self.raw_observation_space, self.act_dim
         self.actor = DeterministicActor(obs_space, act_dim, self.network, activation)
         self.critic = QCritics(obs_space, act_dim, self.network, self.n_critics, activation)
         self.actor_target, self.critic_target = frozen_copy(self.actor), frozen_copy(self.critic)

@@ -79,7 +79,7 @@ class OnPolicyModule(RLModule):
         """The policy and value network from the hyperparameters; override it to bring your own (any body whose
         output indexes ``[0]`` for the policy's features and ``[1]`` for the value's, see ActorCritic)."""
         return ActorCritic.build(
-            self.observation_space, self.action_space, self.network, self.hparams.activation, self.uses_value,
+            self.raw_observation_space, self.action_space, self.network, self.hparams.activation, self.uses_value,
             self.hparams.ortho_init, self.hparams.log_std_init, self.hparams.normalize_obs,
         )
 

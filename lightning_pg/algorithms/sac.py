@@ -67,8 +67,8 @@ class SAC(OffPolicyModule):
               "'auto' or a number")
         check(target_update_interval >= 1, "target_update_interval", target_update_interval, "an integer >= 1")
         check(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(ACTIVATIONS)}")
-        self.actor = TanhGaussianActor(self.observation_space, self.act_dim, self.network, activation)
-        self.critic = QCritics(self.observation_space, self.act_dim, self.network, 2, activation)
+        self.actor = TanhGaussianActor(self.raw_observation_space, self.act_dim, self.network, activation)
+        self.critic = QCritics(self.raw_observation_space, self.act_dim, self.network, 2, activation)
         self.critic_target = frozen_copy(self.critic)
         self.log_ent_coef = nn.Parameter(torch.tensor(math.log(initial)), requires_grad=learned)  # log α
         self.target_entropy = -float(self.act_dim) if target_entropy == "auto" else float(target_entropy)

@@ -114,14 +114,14 @@ class FlatObservation(gym.ObservationWrapper):
     """Discrete, MultiDiscrete, MultiBinary, Dict and Tuple observations as one float32 vector, as the
     networks take them: a Discrete is one-hot, a MultiDiscrete one one-hot per entry, the parts of a Dict
     (in its key order) or Tuple concatenated (``gymnasium.spaces.flatten``: Stable-Baselines3's layout, which
-    flattens vectors and concatenates them). ``raw_space`` is the env's own space, which ``predict`` takes."""
+    flattens vectors and concatenates them). Images inside a Dict or Tuple keep their pixel values (0-255) in
+    that vector, and the networks cut each one out for its own CNN (:class:`~lightning_pg.networks.MultiInputEncoder`).
+    ``raw_space`` is the env's own space, which ``predict`` and the network builders take."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         self.raw_space = env.observation_space
-        from lightning_pg.networks.encoders import is_image_space
-
-        parts = _parts(self.raw_space)
+        parts = space_parts(self.raw_space)
         odd = [f"{key or 'the observation'}: {part}" for key, part in parts if not isinstance(
             part, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary))]
         if odd:
@@ -129,15 +129,6 @@ class FlatObservation(gym.ObservationWrapper):
                 f"The observations of '{env.spec.id if env.spec else env}' hold a part no network here reads "
                 f"({'; '.join(odd)}). Fix: turn it into a Box, Discrete, MultiDiscrete or MultiBinary with a wrapper "
                 "(env_wrappers), or drop it (gymnasium.wrappers.FilterObservation)."
-            )
-        images = [key for key, part in parts if is_image_space(part)]
-        if images:
-            raise EnvError(
-                f"The observations of '{env.spec.id if env.spec else env}' hold images inside a "
-                f"{type(self.raw_space).__name__} space ({', '.join(images)}): one CNN per image part is not built "
-                "yet, and flattening the pixels into a vector would train an MLP on them. Fix: keep only the image "
-                "(gymnasium.wrappers.FilterObservation in env_wrappers, then a wrapper that returns that key) for "
-                "the CNN, or drop it to train on the vector parts."
             )
         flat = spaces.flatten_space(self.raw_space)
         self.observation_space = spaces.Box(flat.low.astype(np.float32), flat.high.astype(np.float32),
@@ -147,10 +138,11 @@ class FlatObservation(gym.ObservationWrapper):
         return spaces.flatten(self.raw_space, observation).astype(np.float32, copy=False)
 
 
-def _parts(space: spaces.Space, prefix: str = "") -> list[tuple[str, spaces.Space]]:
+def space_parts(space: spaces.Space, prefix: str = "") -> list[tuple[str, spaces.Space]]:
+    """The leaves of a Dict or Tuple space as ``(dotted key, space)``, in ``gymnasium.spaces.flatten``'s order."""
     if isinstance(space, (spaces.Dict, spaces.Tuple)):
         keys = space.spaces.keys() if isinstance(space, spaces.Dict) else range(len(space.spaces))
-        return [part for key in keys for part in _parts(space[key], f"{prefix}{key}.")]
+        return [part for key in keys for part in space_parts(space[key], f"{prefix}{key}.")]
     return [(prefix.rstrip("."), space)]
 
 

@@ -6,7 +6,7 @@ normalization is on); ``policy(x) -> (dist, values)`` where ``body(x)[0]`` are t
 ``values = v_head(body(x)[1]) [B]`` (None without a value head). The default body (:meth:`ActorCritic.build`)
 is two separate MLPs of the same sizes, Stable-Baselines3's default for MLP policies (sharing a body couples
 the value loss scale to the policy's features), stacked into one network (:class:`StackedMLP`, which the
-twin Q critics use too); images get two CNN encoders. Any ``nn.Module`` whose output indexes that way can be
+twin Q critics use too); observations holding images get two CNN encoders. Any ``nn.Module`` whose output indexes that way can be
 the body.
 
 Distributions (plain tensors, so they export; tests check them against ``torch.distributions``):
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightning_pg.networks.encoders import ACTIVATIONS, flat_float, is_image_space, make_encoder
+from lightning_pg.networks.encoders import ACTIVATIONS, flat_float, flat_shape, has_images, make_encoder
 from lightning_pg.networks.normalize import RunningMeanStd
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -312,7 +312,7 @@ class ActorCritic(nn.Module):
     @classmethod
     def build(
         cls,
-        observation_space: spaces.Box,
+        observation_space: spaces.Space,
         action_space: spaces.Space,
         hidden_sizes: Sequence[int],
         activation: str,
@@ -321,14 +321,15 @@ class ActorCritic(nn.Module):
         log_std_init: float,
         normalize_obs: bool,
     ) -> "ActorCritic":
-        """The standard policy for these spaces (the arguments are the algorithm's hyperparameters)."""
-        if is_image_space(observation_space):
+        """The standard policy for these spaces (the env's own observation space, the algorithm's
+        hyperparameters)."""
+        if has_images(observation_space):
             encoder = lambda: make_encoder(observation_space, hidden_sizes, activation)  # noqa: E731
             body = TwinEncoders(encoder(), encoder() if with_value else None)
             features = body.pi.out_features
         else:
             members = 2 if with_value else 1
-            body = StackedMLP(int(np.prod(observation_space.shape)), hidden_sizes, activation, members)
+            body = StackedMLP(spaces.flatdim(observation_space), hidden_sizes, activation, members)
             features = body.out_features
         if isinstance(action_space, spaces.Discrete):
             pi_head = CategoricalHead(features, int(action_space.n))
@@ -338,7 +339,7 @@ class ActorCritic(nn.Module):
             pi_head = BernoulliHead(features, int(np.prod(action_space.shape)))
         else:
             pi_head = GaussianHead(features, int(np.prod(action_space.shape)), log_std_init)
-        obs_rms = RunningMeanStd(observation_space.shape) if normalize_obs else None
+        obs_rms = RunningMeanStd(flat_shape(observation_space)) if normalize_obs else None
         policy = cls(body, pi_head, Linear(features, None) if with_value else None, obs_rms)
         if ortho_init:
             policy.orthogonal_init()

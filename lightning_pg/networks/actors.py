@@ -58,7 +58,7 @@ class TanhGaussian:
 
 
 class DeterministicActor(nn.Module):
-    def __init__(self, observation_space: spaces.Box, act_dim: int, hidden_sizes: Sequence[int], activation: str):
+    def __init__(self, observation_space: spaces.Space, act_dim: int, hidden_sizes: Sequence[int], activation: str):
         super().__init__()
         self.body = make_encoder(observation_space, hidden_sizes, activation)
         self.head = nn.Linear(self.body.out_features, act_dim)
@@ -68,7 +68,7 @@ class DeterministicActor(nn.Module):
 
 
 class TanhGaussianActor(nn.Module):
-    def __init__(self, observation_space: spaces.Box, act_dim: int, hidden_sizes: Sequence[int], activation: str):
+    def __init__(self, observation_space: spaces.Space, act_dim: int, hidden_sizes: Sequence[int], activation: str):
         super().__init__()
         self.body = make_encoder(observation_space, hidden_sizes, activation)
         self.head = nn.Linear(self.body.out_features, 2 * act_dim)

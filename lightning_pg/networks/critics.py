@@ -6,7 +6,8 @@ weights as ``[n, in, out]`` and runs one ``torch.baddbmm`` for all members (a :c
 parameters); the op count is that of one, which is what a small MLP's update costs on a CPU
 (benchmarks/bare_offpolicy.py compares the two).
 
-Images (uint8 ``[H, W, C]`` or ``[C, H, W]``) go through one Nature CNN that the ``n`` critics share (as SB3's
+Images (uint8 ``[H, W, C]`` or ``[C, H, W]``, alone or in a Dict or Tuple) go through one Nature CNN (one per
+image part) that the ``n`` critics share (as SB3's
 critics share their features extractor); its 512 features and the action enter the stacked MLPs.
 
 Shapes: ``forward(obs [B, *obs_shape], actions [B, d]) -> [n, B]`` (float32): row i is Q_i(s, a).
@@ -16,21 +17,20 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightning_pg.networks.actor_critic import StackedMLP
-from lightning_pg.networks.encoders import NatureCNN, is_image_space
+from lightning_pg.networks.encoders import has_images, image_encoder
 
 
 class QCritics(nn.Module):
-    def __init__(self, observation_space: spaces.Box, act_dim: int, hidden_sizes: Sequence[int], n_critics: int,
+    def __init__(self, observation_space: spaces.Space, act_dim: int, hidden_sizes: Sequence[int], n_critics: int,
                  activation: str):
         super().__init__()
-        self.encoder = NatureCNN(observation_space) if is_image_space(observation_space) else None
-        features = self.encoder.out_features if self.encoder is not None else int(np.prod(observation_space.shape))
+        self.encoder = image_encoder(observation_space) if has_images(observation_space) else None
+        features = self.encoder.out_features if self.encoder is not None else spaces.flatdim(observation_space)
         self.body = StackedMLP(features + act_dim, hidden_sizes, activation, n_critics)
         bound = 1.0 / math.sqrt(self.body.out_features)  # nn.Linear's default init of the 1-wide output layer
         self.out_weight = nn.Parameter(torch.empty(n_critics, 1, self.body.out_features).uniform_(-bound, bound))

@@ -2,6 +2,10 @@
 
 - :class:`MLP`: linear + activation per hidden size, ``[B, *shape] -> [B, sizes[-1]]``.
 - :class:`NatureCNN` and :func:`make_encoder`: images get the Nature-DQN CNN (then an MLP).
+- :class:`MultiInputEncoder`: Dict and Tuple observations holding images, one CNN per image part.
+
+Every builder takes the env's own observation space; the networks read observations in their flat form (see
+:class:`~lightning_pg.envs.FlatObservation`): a Box as it is, anything else as one float32 vector.
 
 The stacked MLP of the actor-critic and the twin critics is :class:`~lightning_pg.networks.actor_critic.StackedMLP`.
 """
@@ -14,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor, nn
+
+from lightning_pg.envs import space_parts
+from lightning_pg.errors import EnvError
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
 
@@ -64,6 +71,13 @@ class NatureCNN(nn.Module):
             channels, height, width = observation_space.shape
         else:
             height, width, channels = observation_space.shape
+        if min(height, width) < 36:
+            raise EnvError(
+                f"Images of {height}x{width} pixels ({observation_space}) are smaller than the Nature CNN's "
+                "smallest input, 36x36. Fix: enlarge them (gymnasium.wrappers.ResizeObservation in env_wrappers), "
+                "or make them a float Box (gymnasium.wrappers.DtypeObservation with dtype float32) to read them "
+                "with an MLP."
+            )
         self.conv = nn.Sequential(
             nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
@@ -80,12 +94,65 @@ class NatureCNN(nn.Module):
         return self.fc(self.conv(images.float() / 255.0))
 
 
-def make_encoder(observation_space: spaces.Box, hidden_sizes: Sequence[int], activation: str) -> nn.Module:
-    """An encoder with an ``out_features`` attribute: CNN (+ MLP) for uint8 images, MLP otherwise."""
+class MultiInputEncoder(nn.Module):
+    """Dict and Tuple observations holding images, read from their flat float32 form ``[B, D]``: each image part
+    is cut out, given back its shape and read by its own Nature CNN (256 features); the other parts pass as they
+    are (one-hot, or the Box's values); all concatenated, in the space's order (SB3's CombinedExtractor).
+    Output ``[B, out_features]``."""
+
+    def __init__(self, observation_space: spaces.Space, image_features: int = 256):
+        super().__init__()
+        #: (start, stop, image shape or None) per run of the flat vector: an image, or parts passed as they are
+        self.segments: list[tuple[int, int, tuple[int, ...] | None]] = []
+        self.cnns, offset, self.out_features = nn.ModuleList(), 0, 0
+        for _, part in space_parts(observation_space):
+            size = spaces.flatdim(part)
+            if is_image_space(part):
+                self.cnns.append(NatureCNN(part, image_features))
+                self.segments.append((offset, offset + size, tuple(part.shape)))
+                self.out_features += image_features
+            else:
+                start = offset
+                if self.segments and self.segments[-1][2] is None:  # beside the previous vector part: one run
+                    start = self.segments.pop()[0]
+                self.segments.append((start, offset + size, None))
+                self.out_features += size
+            offset += size
+
+    def forward(self, obs: Tensor) -> Tensor:
+        cnns, features = iter(self.cnns), []
+        for start, stop, shape in self.segments:
+            part = obs[:, start:stop]
+            features.append(part if shape is None else next(cnns)(part.reshape(-1, *shape)))
+        return torch.cat([f.to(obs.dtype) for f in features], dim=-1)
+
+
+def flat_shape(observation_space: spaces.Space) -> tuple[int, ...]:
+    """The shape of one observation as the networks read it: a Box's own, a flat vector otherwise."""
+    if isinstance(observation_space, spaces.Box):
+        return tuple(observation_space.shape)
+    return (spaces.flatdim(observation_space),)
+
+
+def has_images(observation_space: spaces.Space) -> bool:
+    """Whether observations hold an image, alone or as a part of a Dict or Tuple: what a CNN reads."""
+    return any(is_image_space(part) for _, part in space_parts(observation_space))
+
+
+def image_encoder(observation_space: spaces.Space) -> NatureCNN | MultiInputEncoder:
+    """The CNN part of the networks for observations that hold images."""
     if is_image_space(observation_space):
-        cnn = NatureCNN(observation_space)
+        return NatureCNN(observation_space)
+    return MultiInputEncoder(observation_space)
+
+
+def make_encoder(observation_space: spaces.Space, hidden_sizes: Sequence[int], activation: str) -> nn.Module:
+    """An encoder with an ``out_features`` attribute: the CNNs (+ MLP) where observations hold images, an MLP over
+    the flat observation otherwise."""
+    if has_images(observation_space):
+        cnn = image_encoder(observation_space)
         head = MLP(cnn.out_features, hidden_sizes, activation)
         encoder = nn.Sequential(cnn, head)
         encoder.out_features = head.out_features
         return encoder
-    return MLP(int(np.prod(observation_space.shape)), hidden_sizes, activation)
+    return MLP(spaces.flatdim(observation_space), hidden_sizes, activation)
