@@ -166,8 +166,8 @@ def test_wrappers_from_the_config_apply_to_training_evaluation_and_a_checkpoint_
 
 @pytest.mark.parametrize("wrappers, said", [
     ('[{class_path: gymnasium.wrappers.NoSuchWrapper}]', "names nothing"),
-    ('[{class_path: os.system}]', "not a gymnasium.Wrapper subclass"),
-    ('[{class_path: nosuchpackage.Wrapper}]', "Cannot import the env wrapper"),
+    ('[{class_path: os.system}]', "names a builtin_function_or_method. It must be a gymnasium.Wrapper subclass"),
+    ('[{class_path: nosuchpackage.Wrapper}]', "Cannot import module 'nosuchpackage' for the env wrapper"),
     ('[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_steps: 5}}]', "could not wrap 'CartPole-v1'"),
     ('[gymnasium.wrappers.TimeLimit]', "must be a list of {class_path, init_args} mappings"),
 ])

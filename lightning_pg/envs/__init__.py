@@ -38,32 +38,43 @@ def check_entry_point(env_id: Any, import_modules: bool = True, source: str = "t
     if not isinstance(env_id, str) or ":" not in env_id or env_id in gym.registry:
         return env_id
     module_name, _, attr = env_id.partition(":")
-    if module_name not in sys.modules and not import_modules:
-        raise EnvError(
-            f"{source[0].upper()}{source[1:]} names the environment entry point '{env_id}', whose module is not "
-            "imported; lightning_pg imports nothing because a file says so. Fix: import the module that defines "
-            f"the env first (`import {module_name}`), then load the checkpoint."
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EnvError(
-            f"Cannot import module '{module_name}' for the environment entry point '{env_id}' ({exc}). "
-            "Fix: make the package importable (install it, or add its folder to PYTHONPATH) and give the "
-            "entry point as 'package.module:ClassName'."
-        ) from None
+    what = f"the environment entry point '{env_id}'"
+    module = _import_named(module_name, what, source, import_modules,
+                           "give the entry point as 'package.module:ClassName'")
     if f"{module_name}:{attr}" in gym.registry or attr in gym.registry:  # gymnasium's 'module:Env-v0'
         return attr if attr in gym.registry else f"{module_name}:{attr}"
-    cls = getattr(module, attr, None)
-    if not (isinstance(cls, type) and issubclass(cls, gym.Env)):
-        found = "nothing" if cls is None else f"a {type(cls).__name__}, not a gymnasium.Env subclass"
-        raise EnvError(
-            f"The environment entry point '{env_id}' in {source} names {found}. An entry point must be a "
-            "gymnasium.Env subclass (a factory function or any other callable is refused: a file could name "
-            "os:system). Fix: give 'package.module:EnvClass', or register the env with gymnasium.register and "
-            "pass its id."
-        )
+    _check_subclass(getattr(module, attr, None), gym.Env, what, source,
+                    "(a factory function or any other callable is refused: a file could name os:system). Fix: give "
+                    "'package.module:EnvClass', or register the env with gymnasium.register and pass its id.")
     return EnvSpec(id=attr, entry_point=env_id)
+
+
+def _import_named(module_name: str, what: str, source: str, import_modules: bool, fix: str) -> Any:
+    """The module of a class that a config or checkpoint names (``what``): imported, or with
+    ``import_modules=False`` already imported (a file never decides what this process imports)."""
+    if module_name not in sys.modules and not import_modules:
+        raise EnvError(
+            f"{source[0].upper()}{source[1:]} names {what}, whose module is not imported; lightning_pg imports "
+            f"nothing because a file says so. Fix: import the module that defines it first (`import {module_name}`), "
+            "then load the checkpoint."
+        )
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EnvError(
+            f"Cannot import module '{module_name}' for {what} in {source} ({exc}). Fix: correct the name, or make "
+            f"the package importable (install it, or add its folder to PYTHONPATH); {fix}."
+        ) from None
+
+
+def _check_subclass(cls: Any, base: type, what: str, source: str, fix: str) -> type:
+    """``cls`` is a ``base`` subclass (a wrapper or env is code: nothing else a file names is called)."""
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        kind = f"gymnasium.{base.__name__}"
+        found = "nothing" if cls is None else f"the class {cls.__qualname__}" if isinstance(cls, type) \
+            else f"a {type(cls).__name__}"
+        raise EnvError(f"{what[0].upper()}{what[1:]} in {source} names {found}. It must be a {kind} subclass {fix}")
+    return cls
 
 
 def check_wrappers(env_wrappers: Any, import_modules: bool = True,
@@ -91,21 +102,11 @@ def check_wrappers(env_wrappers: Any, import_modules: bool = True,
                 training_only, bool) or set(item) - {"class_path", "init_args", "training_only"}:
             raise EnvError(f"The env wrapper {item!r} in {source} is not a {{class_path, init_args}} mapping. {fix}")
         module_name, _, attr = path.rpartition(".")
-        if module_name not in sys.modules and not import_modules:
-            raise EnvError(
-                f"{source[0].upper()}{source[1:]} names the env wrapper '{path}', whose module is not imported; "
-                f"lightning_pg imports nothing because a file says so. Fix: `import {module_name}` first, then load "
-                "the checkpoint."
-            )
-        try:
-            cls = getattr(importlib.import_module(module_name), attr, None)
-        except ImportError as exc:
-            raise EnvError(f"Cannot import the env wrapper '{path}' in {source} ({exc}). Fix: correct the class "
-                           "path, or make its package importable (install it, or add its folder to PYTHONPATH).") from None
-        if not (isinstance(cls, type) and issubclass(cls, gym.Wrapper)):
-            found = "nothing" if cls is None else f"a {type(cls).__name__}, not a gymnasium.Wrapper subclass"
-            raise EnvError(f"The env wrapper '{path}' in {source} names {found}. An env wrapper must be a "
-                           f"gymnasium.Wrapper subclass. {fix}")
+        what = f"the env wrapper '{path}'"
+        module = _import_named(module_name, what, source, import_modules,
+                               "give the class path as package.module.WrapperClass")
+        cls = _check_subclass(getattr(module, attr, None), gym.Wrapper, what, source, "(a file names only "
+                              f"classes of that kind to be called). {fix}")
         resolved.append((cls, kwargs, training_only))
     return resolved
 
