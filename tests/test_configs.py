@@ -22,9 +22,9 @@ SMOKE_OVERRIDES = {
     "sac_pendulum.yaml": _OFF_POLICY_SMOKE,
     "sac_halfcheetah.yaml": [*_OFF_POLICY_SMOKE, "--model.buffer_size=10000"],
     "td3_halfcheetah.yaml": [*_OFF_POLICY_SMOKE, "--model.buffer_size=10000"],
-    # CNNs on the CPU: a few small updates, then two whole games of evaluation
-    "ppo_atari.yaml": ["--model.total_timesteps=512", "--model.n_steps=32", "--model.batch_size=64"],
-    "a2c_atari.yaml": ["--model.total_timesteps=480"],
+    # CNNs on the CPU: a few thousand steps of small updates, then two whole games of evaluation
+    "ppo_atari.yaml": ["--model.total_timesteps=2048", "--model.n_steps=32", "--model.batch_size=64"],
+    "a2c_atari.yaml": ["--model.total_timesteps=2000"],
 }
 
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from lightning_pg.data.base import EnvSettings
 from lightning_pg.envs import VECTORIZATIONS, check_spaces, flatten_observations, make_env
 from lightning_pg.errors import ConfigError, EnvError, TrainingDiverged
+from lightning_pg.networks.encoders import has_images
 from lightning_pg.optim import adam, contiguous
 from lightning_pg.optimizer_steps import OptimizerSteps
 from lightning_pg.schedules import ScheduleSpec, crossed, parse_schedule
@@ -216,7 +217,7 @@ class RLModule(pl.LightningModule):
 
     def _network_memory(self) -> dict[str, int]:
         """float32 weights, gradients and two Adam moments of ``network_copies`` MLPs of ``network``'s sizes."""
-        obs = 0 if len(self.observation_space.shape) == 3 else int(np.prod(self.observation_space.shape))
+        obs = 0 if has_images(self.raw_observation_space) else int(np.prod(self.observation_space.shape))
         space = self.action_space
         act = int(space.n if isinstance(space, spaces.Discrete) else space.nvec.sum()
                   if isinstance(space, spaces.MultiDiscrete) else np.prod(space.shape or (1,)))
