@@ -122,9 +122,29 @@ def td3_kwargs(hp) -> dict:
                 target_noise_clip=hp["target_noise_clip"])
 
 
-#: lightning_pg class name -> (SB3 class name, translation of our hyperparameters into SB3's kwargs)
-SB3_ALGOS = {"PPO": ("PPO", ppo_kwargs), "A2C": ("A2C", a2c_kwargs), "SAC": ("SAC", sac_kwargs),
-             "TD3": ("TD3", td3_kwargs), "DDPG": ("DDPG", ddpg_kwargs)}
+def trpo_kwargs(hp) -> dict:
+    return dict(
+        n_steps=hp["n_steps"], batch_size=hp["batch_size"], gamma=hp["gamma"], gae_lambda=hp["gae_lambda"],
+        learning_rate=_schedule(hp["learning_rate"]), normalize_advantage=hp["normalize_advantage"],
+        target_kl=hp["target_kl"], cg_max_steps=hp["cg_max_steps"], cg_damping=hp["cg_damping"],
+        line_search_shrinking_factor=hp["line_search_shrinking_factor"],
+        line_search_max_iter=hp["line_search_max_iter"], n_critic_updates=hp["n_critic_updates"],
+        sub_sampling_factor=hp["sub_sampling_factor"], policy_kwargs=_policy_kwargs(hp),
+    )
+
+
+#: lightning_pg class name -> (SB3 class, translation of our hyperparameters into SB3's kwargs); TRPO is in
+#: sb3-contrib (the bench extra installs both)
+SB3_ALGOS = {"PPO": ("stable_baselines3.PPO", ppo_kwargs), "A2C": ("stable_baselines3.A2C", a2c_kwargs),
+             "SAC": ("stable_baselines3.SAC", sac_kwargs), "TD3": ("stable_baselines3.TD3", td3_kwargs),
+             "DDPG": ("stable_baselines3.DDPG", ddpg_kwargs), "TRPO": ("sb3_contrib.TRPO", trpo_kwargs)}
+
+
+def sb3_class(name: str):
+    import importlib
+
+    module, _, cls = SB3_ALGOS[name][0].rpartition(".")
+    return getattr(importlib.import_module(module), cls)
 
 
 def our_hparams(config: str) -> tuple[str, dict]:
@@ -144,7 +164,6 @@ def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str, sc
     import time would be charged to SB3's wall time). ``schedule``: ``{"eval_every", "eval_episodes",
     "checkpoint_every"}`` in env steps for the user-run mode, or empty for a bare ``learn()``.
     """
-    import stable_baselines3
     from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
@@ -153,7 +172,7 @@ def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str, sc
 
     torch.set_num_threads(1)  # what the configs give lightning_pg for MLP policies on CPU; SB3's docs advise it
     hp, schedule = json.loads(hparams_json), json.loads(schedule_json)
-    sb3_name, translate = SB3_ALGOS[name]
+    translate = SB3_ALGOS[name][1]
 
     def envs(n: int, env_seed: int, training: bool = True):
         vec = make_vec_env(hp["env_id"], n_envs=n, seed=env_seed, env_kwargs=hp["env_kwargs"])
@@ -163,7 +182,7 @@ def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str, sc
         return vec
 
     env = envs(hp["num_envs"], seed)
-    model = getattr(stable_baselines3, sb3_name)("MlpPolicy", env, seed=seed, device="cpu", **translate(hp))
+    model = sb3_class(name)("MlpPolicy", env, seed=seed, device="cpu", **translate(hp))
     callbacks = []
     if schedule:  # as lightning_pg's config does it: evaluations with the best model kept, and checkpoints
         folder = os.path.dirname(out)
@@ -226,9 +245,7 @@ def eval_worker(kind: str, config: str, path: str) -> None:
         model = getattr(lightning_pg, name).load_from_checkpoint(path)
         predict = lambda obs: model.predict(obs, deterministic=True)  # noqa: E731
     else:
-        import stable_baselines3
-
-        model = getattr(stable_baselines3, SB3_ALGOS[name][0]).load(path, device="cpu")
+        model = sb3_class(name).load(path, device="cpu")
         norm = None
         if os.path.exists(path + ".vecnormalize.pkl"):
             import pickle

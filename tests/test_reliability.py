@@ -16,6 +16,7 @@ BIT_IDENTICAL = {
     "ppo_cartpole.yaml": (30_720, ["--model.eval_every=8192"]),
     "a2c_cartpole.yaml": (30_000, ["--model.eval_every=8000"]),
     "reinforce_cartpole.yaml": (30_000, ["--model.eval_every=8000"]),
+    "trpo_cartpole.yaml": (20_480, ["--model.eval_every=4096"]),
     # off-policy: the replay buffer, the noise process and the target networks come back too
     **{config: (2_000, ["--model.eval_every=1000", "--model.learning_starts=300", "--model.network=[64,64]"])
        for config in ("sac_pendulum.yaml", "td3_pendulum.yaml", "ddpg_pendulum.yaml")},

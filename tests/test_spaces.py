@@ -73,11 +73,11 @@ sys.modules.setdefault("test_spaces_envs", sys.modules[__name__])
 
 
 @pytest.mark.parametrize("observation", list(OBSERVATIONS))
-@pytest.mark.parametrize("cls", [lp.REINFORCE, lp.A2C, lp.PPO, lp.SAC])
+@pytest.mark.parametrize("cls", [lp.REINFORCE, lp.A2C, lp.PPO, lp.TRPO, lp.SAC])
 def test_every_observation_space_trains_predicts_evaluates_and_resumes(cls, observation, tmp_path):
     action = "Box" if cls is lp.SAC else "Discrete"
     extra = dict(learning_starts=16, batch_size=8, buffer_size=100) if cls is lp.SAC else \
-        dict(n_steps=8, batch_size=8) if cls is lp.PPO else dict(n_steps=8) if cls is lp.A2C else {}
+        dict(n_steps=8, batch_size=8) if cls in (lp.PPO, lp.TRPO) else dict(n_steps=8) if cls is lp.A2C else {}
     model = cls(env_id=f"{__name__}:SpacesEnv", env_kwargs={"observation": observation, "action": action},
                 total_timesteps=64, eval_every=-1, eval_episodes=2, **extra)
     space = OBSERVATIONS[observation]
@@ -104,9 +104,9 @@ def test_flattening_is_one_hot_per_entry_and_concatenates_in_key_order():
 
 
 @pytest.mark.parametrize("action", ["Discrete", "MultiDiscrete", "MultiBinary"])
-@pytest.mark.parametrize("cls", [lp.REINFORCE, lp.A2C, lp.PPO])
+@pytest.mark.parametrize("cls", [lp.REINFORCE, lp.A2C, lp.PPO, lp.TRPO])
 def test_discrete_kinds_of_action_reach_the_env_in_its_space(cls, action):
-    extra = dict(n_steps=8, batch_size=8) if cls is lp.PPO else dict(n_steps=8) if cls is lp.A2C else {}
+    extra = dict(n_steps=8, batch_size=8) if cls in (lp.PPO, lp.TRPO) else dict(n_steps=8) if cls is lp.A2C else {}
     model = fit(cls(env_id=f"{__name__}:SpacesEnv", env_kwargs={"observation": "MultiBinary", "action": action},
                     total_timesteps=64, eval_every=-1, **extra))  # an out-of-space action raises in the env
     space = ACTIONS[action]

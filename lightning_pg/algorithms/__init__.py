@@ -8,5 +8,6 @@ from lightning_pg.algorithms.ppo import PPO
 from lightning_pg.algorithms.reinforce import REINFORCE
 from lightning_pg.algorithms.sac import SAC
 from lightning_pg.algorithms.td3 import TD3
+from lightning_pg.algorithms.trpo import TRPO
 
-__all__ = ["A2C", "DDPG", "OffPolicyModule", "OnPolicyModule", "PPO", "REINFORCE", "RLModule", "SAC", "TD3"]
+__all__ = ["A2C", "DDPG", "OffPolicyModule", "OnPolicyModule", "PPO", "REINFORCE", "RLModule", "SAC", "TD3", "TRPO"]

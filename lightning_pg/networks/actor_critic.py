@@ -13,7 +13,8 @@ Distributions (plain tensors, so they export; tests check them against ``torch.d
 :class:`Categorical` (logits ``[B, n]``, actions ``[B]`` long; Discrete), :class:`MultiCategorical`
 (MultiDiscrete: one categorical per entry, actions ``[B, k]`` long), :class:`Bernoulli` (MultiBinary, actions
 ``[B, k]`` of 0/1) and :class:`DiagGaussian` (Box: mean ``[B, d]``, a state-independent log-std ``[d]``,
-actions ``[B, d]``).
+actions ``[B, d]``). Each has ``sample``, ``log_prob``, ``entropy``, ``mode`` and ``kl(other)`` (KL(self ‖ other)
+per row, TRPO's constraint).
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ class Categorical:
     def entropy(self) -> Tensor:
         return -(self.log_probs.exp() * self.log_probs).sum(-1)
 
+    def kl(self, other: "Categorical") -> Tensor:
+        """KL(self ‖ other) = Σ_a p(a) (log p(a) − log q(a)), ``[B]``."""
+        return (self.log_probs.exp() * (self.log_probs - other.log_probs)).sum(-1)
+
     def mode(self) -> Tensor:
         return self.log_probs.argmax(-1)
 
@@ -68,6 +73,9 @@ class MultiCategorical:
 
     def entropy(self) -> Tensor:
         return torch.stack([part.entropy() for part in self.parts], -1).sum(-1)
+
+    def kl(self, other: "MultiCategorical") -> Tensor:
+        return torch.stack([mine.kl(theirs) for mine, theirs in zip(self.parts, other.parts)], -1).sum(-1)
 
     def mode(self) -> Tensor:
         return torch.stack([part.mode() for part in self.parts], -1)
@@ -91,6 +99,13 @@ class Bernoulli:
     def entropy(self) -> Tensor:
         return F.binary_cross_entropy_with_logits(self.logits, torch.sigmoid(self.logits), reduction="none").sum(-1)
 
+    def kl(self, other: "Bernoulli") -> Tensor:
+        """Σ_i p_i (log p_i − log q_i) + (1 − p_i)(log(1 − p_i) − log(1 − q_i)), from the logits (stable)."""
+        p = torch.sigmoid(self.logits)
+        ones = F.logsigmoid(self.logits) - F.logsigmoid(other.logits)
+        zeros = F.logsigmoid(-self.logits) - F.logsigmoid(-other.logits)
+        return (p * ones + (1 - p) * zeros).sum(-1)
+
     def mode(self) -> Tensor:
         return (self.logits > 0).float()
 
@@ -113,6 +128,12 @@ class DiagGaussian:
 
     def entropy(self) -> Tensor:
         return (0.5 + LOG_SQRT_2PI + self.log_std).sum(-1)
+
+    def kl(self, other: "DiagGaussian") -> Tensor:
+        """Σ_i log(σ'_i/σ_i) + (σ_i² + (μ_i − μ'_i)²) / (2σ'_i²) − ½ for KL(self ‖ other), ``[B]``."""
+        log_ratio = 2 * (self.log_std - other.log_std)  # log σ²/σ'²
+        gap = (self.mean - other.mean) * torch.exp(-other.log_std)
+        return 0.5 * (log_ratio.exp() + gap.square() - 1 - log_ratio).sum(-1)
 
     def mode(self) -> Tensor:
         return self.mean
