@@ -1,10 +1,12 @@
 """Learning check: train a config for several seeds through the CLI, evaluate each final last.ckpt.
 
     python benchmarks/learning.py configs/reinforce_cartpole.yaml --seeds 0 1 2 [--episodes 20] [-- extra CLI args]
+    python benchmarks/learning.py configs/ppo_pendulum_gsde.yaml --eval-seeds 0 100 200 --episodes 10
 
 Prints, per seed, the deterministic evaluation mean/std of the final `last.ckpt` (lightning_pg.evaluate,
-`--episodes` episodes, eval seed 0) and the wall time of the fit; runs are sequential so timings are
-comparable.
+`--episodes` episodes from eval seed 0, or from each of `--eval-seeds`: other start states) and the wall
+time of the fit; runs are sequential so timings are comparable. ``--threshold`` passes when every mean
+reaches it.
 """
 import argparse
 import subprocess
@@ -23,6 +25,7 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0], help="evaluate from each of these seeds")
     parser.add_argument("--threshold", type=float, default=None, help="report PASS/FAIL against this mean")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
@@ -36,13 +39,14 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
         wall = time.perf_counter() - start
-        code = (f"import lightning_pg as lp; m = lp.{algo}.load_from_checkpoint('{root}/run_1/checkpoints/last.ckpt'); "
-                f"print(m.num_timesteps, *lp.evaluate(m, {args.episodes}, seed=0, deterministic=True))")
-        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
-        steps, mean, std = out.stdout.split()[-3:]
-        means.append(float(mean))
-        print(f"{algo} seed {seed}: eval {float(mean):8.1f} ± {float(std):6.1f} after {steps} env steps, "
-              f"fit wall time {wall:6.1f} s  ({root})", flush=True)
+        for eval_seed in args.eval_seeds:
+            code = (f"import lightning_pg as lp; m = lp.{algo}.load_from_checkpoint('{root}/run_1/checkpoints/last.ckpt'); "
+                    f"print(m.num_timesteps, *lp.evaluate(m, {args.episodes}, seed={eval_seed}, deterministic=True))")
+            out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
+            steps, mean, std = out.stdout.split()[-3:]
+            means.append(float(mean))
+            print(f"{algo} seed {seed}: eval {float(mean):8.1f} ± {float(std):6.1f} (eval seed {eval_seed}) after "
+                  f"{steps} env steps, fit wall time {wall:6.1f} s  ({root})", flush=True)
     verdict = ""
     if args.threshold is not None:
         verdict = "  PASS" if min(means) >= args.threshold else "  FAIL"

@@ -17,6 +17,7 @@ BIT_IDENTICAL = {
     "a2c_cartpole.yaml": (30_000, ["--model.eval_every=8000"]),
     "reinforce_cartpole.yaml": (30_000, ["--model.eval_every=8000"]),
     "trpo_cartpole.yaml": (20_480, ["--model.eval_every=4096"]),
+    "ppo_pendulum_gsde.yaml": (12_288, ["--model.eval_every=4096"]),  # exploration matrices drawn again exactly
     # off-policy: the replay buffer, the noise process and the target networks come back too
     **{config: (2_000, ["--model.eval_every=1000", "--model.learning_starts=300", "--model.network=[64,64]"])
        for config in ("sac_pendulum.yaml", "td3_pendulum.yaml", "ddpg_pendulum.yaml")},

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gymnasium import spaces
 from torch import Tensor
 
 from lightning_pg.algorithms.base import RLModule, check
+from lightning_pg.errors import ConfigError
 from lightning_pg.data.rollouts import RolloutIterable, TorchActor
 from lightning_pg.networks import ActorCritic, RunningMeanStd
 from lightning_pg.networks.encoders import ACTIVATIONS
@@ -39,6 +41,12 @@ class OnPolicyModule(RLModule):
         normalize_obs: running mean/std observation normalization (SB3's VecNormalize(norm_obs=True));
             the statistics are checkpointed, and frozen in predict, evaluate and exported policies.
         normalize_reward: scale rewards by the running std of the discounted return (VecNormalize(norm_reward=True)).
+        use_sde: generalized state-dependent exploration (gSDE, Raffin et al. 2022) for Box actions: the action
+            noise is z(s) E, the policy's features times an exploration matrix E ~ N(0, σ²) held for several
+            steps, so exploration is smooth in time and in the state (see ``StateDependentGaussian``).
+        sde_sample_freq: draw new exploration matrices every this many steps (-1: once per rollout).
+        full_std: gSDE's σ per feature and action (True) or per feature only.
+        use_expln: gSDE's σ through exp below 0 and log1p(x) + 1 above, instead of exp (keeps σ from growing fast).
         **kwargs: the shared arguments of :class:`~lightning_pg.algorithms.base.RLModule`; here
             ``learning_rate`` may be a schedule, e.g. ``"lin_1e-3"``.
     """
@@ -56,6 +64,10 @@ class OnPolicyModule(RLModule):
         log_std_init: float = 0.0,
         normalize_obs: bool = False,
         normalize_reward: bool = False,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        full_std: bool = True,
+        use_expln: bool = False,
         **kwargs: Any,
     ):
         super().__init__(env_id=env_id, **kwargs)
@@ -63,6 +75,13 @@ class OnPolicyModule(RLModule):
         check(vf_coef >= 0, "vf_coef", vf_coef, ">= 0")
         check(max_grad_norm is None or max_grad_norm > 0, "max_grad_norm", max_grad_norm, "> 0 or null")
         check(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(ACTIVATIONS)}")
+        check(isinstance(sde_sample_freq, int) and (sde_sample_freq == -1 or sde_sample_freq >= 1),
+              "sde_sample_freq", sde_sample_freq, "-1 (once per rollout) or an integer >= 1")
+        if use_sde and not isinstance(self.action_space, spaces.Box):
+            raise ConfigError(
+                f"use_sde (gSDE) explores continuous actions, but '{env_id}' has {self.action_space}. Fix: set "
+                "--model.use_sde false for this env (its discrete actions are sampled from their probabilities)."
+            )
         self.policy = self.make_policy()
         self.ret_rms = RunningMeanStd(()) if normalize_reward else None
 
@@ -80,7 +99,8 @@ class OnPolicyModule(RLModule):
         output indexes ``[0]`` for the policy's features and ``[1]`` for the value's, see ActorCritic)."""
         return ActorCritic.build(
             self.raw_observation_space, self.action_space, self.network, self.hparams.activation, self.uses_value,
-            self.hparams.ortho_init, self.hparams.log_std_init, self.hparams.normalize_obs,
+            self.hparams.ortho_init, self.hparams.log_std_init, self.hparams.normalize_obs, self.hparams.use_sde,
+            self.hparams.full_std, self.hparams.use_expln,
         )
 
     # ---- acting -----------------------------------------------------------------------------------------
@@ -107,7 +127,9 @@ class OnPolicyModule(RLModule):
     def rollout_actor(self) -> NumpyActor | TorchActor:
         """What a training rollout acts with (made per rollout): numpy views of the weights where the policy is
         exactly the standard MLP one on the CPU (see NumpyActor), else the policy module itself."""
-        return NumpyActor(self.policy) if NumpyActor.mirrors(self.policy) else TorchActor(self.policy, self.device)
+        if NumpyActor.mirrors(self.policy):
+            return NumpyActor(self.policy)
+        return TorchActor(self.policy, self.device, self.hparams.sde_sample_freq if self.hparams.use_sde else None)
 
     # ---- training ---------------------------------------------------------------------------------------
     def make_data(self) -> RolloutIterable:

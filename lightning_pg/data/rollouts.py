@@ -23,13 +23,19 @@ class TorchActor:
     ``act(obs) -> (x, actions, log_probs, values)``: ``x`` is the observation as the networks saw it
     (normalized, the running statistics updated), the rest comes from ``policy.act(x)``; ``value(obs)`` is
     V of raw observations with the statistics left as they are. :class:`NumpyActor` has the same two methods.
+    ``sde_sample_freq`` (gSDE policies): draw new exploration matrices at the first step, and every that many
+    steps when > 0 (SB3's schedule); None: the policy holds no such noise.
     """
 
-    def __init__(self, policy: "ActorCritic", device: torch.device):
-        self.policy, self.device = policy, device
+    def __init__(self, policy: "ActorCritic", device: torch.device, sde_sample_freq: int | None = None):
+        self.policy, self.device, self.sde_sample_freq, self.steps = policy, device, sde_sample_freq, 0
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        if self.sde_sample_freq is not None and (self.steps == 0 or (
+                self.sde_sample_freq > 0 and self.steps % self.sde_sample_freq == 0)):
+            self.policy.reset_noise(len(obs))  # gSDE: new exploration matrices per rollout, or every k steps
+        self.steps += 1
         x = self.policy.observe(as_tensor(obs).to(self.device))
         return x, *self.policy.act(x)
 

@@ -6,8 +6,9 @@ normalization is on); ``policy(x) -> (dist, values)`` where ``body(x)[0]`` are t
 ``values = v_head(body(x)[1]) [B]`` (None without a value head). The default body (:meth:`ActorCritic.build`)
 is two separate MLPs of the same sizes, Stable-Baselines3's default for MLP policies (sharing a body couples
 the value loss scale to the policy's features), stacked into one network (:class:`StackedMLP`, which the
-twin Q critics use too); observations holding images get two CNN encoders. Any ``nn.Module`` whose output indexes that way can be
-the body.
+twin Q critics use too); observations holding images get two CNN encoders. Any ``nn.Module`` whose output
+indexes that way can be the body. gSDE (``use_sde``) replaces the Gaussian head by
+:class:`StateDependentGaussianHead`.
 
 Distributions (plain tensors, so they export; tests check them against ``torch.distributions``):
 :class:`Categorical` (logits ``[B, n]``, actions ``[B]`` long; Discrete), :class:`MultiCategorical`
@@ -305,6 +306,55 @@ class GaussianHead(nn.Module):
         return DiagGaussian(self.mean(features), self.log_std)
 
 
+class StateDependentGaussian(DiagGaussian):
+    """gSDE's policy (Raffin et al. 2022): a = μ(s) + ε(s), ε(s) = z(s) E, with z(s) the policy's features (not
+    differentiated through) and E ~ N(0, σ²) a ``[features, d]`` exploration matrix held for several steps
+    (one per env). So a ~ N(μ(s), diag(z(s)² σ²)): log_prob, entropy and kl are those of that Gaussian.
+
+    Shapes: mean ``[B, d]``, features ``[B, h]``, exploration ``[n, h, d]`` (a matrix per row when n == B,
+    else the first one for every row)."""
+
+    def __init__(self, mean: Tensor, features: Tensor, std: Tensor, exploration: Tensor):
+        super().__init__(mean, 0.5 * torch.log(features.float().square() @ std.square() + 1e-6))
+        self.features, self.exploration = features.float(), exploration
+
+    def sample(self) -> Tensor:
+        if len(self.exploration) == len(self.features):
+            return self.mean + torch.bmm(self.features.unsqueeze(1), self.exploration).squeeze(1)
+        return self.mean + self.features @ self.exploration[0]
+
+
+class StateDependentGaussianHead(GaussianHead):
+    """gSDE's head (SB3's ``use_sde``): the mean as :class:`GaussianHead`'s, and a learned ``log_std`` per
+    feature and action (``full_std``) or per feature; ``use_expln`` maps it to σ with exp below 0 and
+    log1p(x) + 1 above (σ grows slowly, as SB3's option). :meth:`reset_noise` draws the exploration matrices."""
+
+    def __init__(self, in_features: int, act_dim: int, log_std_init: float, full_std: bool = True,
+                 use_expln: bool = False):
+        super().__init__(in_features, act_dim, log_std_init)
+        self.log_std = nn.Parameter(torch.full((in_features, act_dim if full_std else 1), float(log_std_init)))
+        self.act_dim, self.use_expln = act_dim, use_expln
+        self.register_buffer("exploration", torch.zeros(1, in_features, act_dim), persistent=False)
+        self.reset_noise(1)
+
+    def std(self) -> Tensor:
+        """σ ``[features, d]``."""
+        if self.use_expln:
+            std = torch.where(self.log_std <= 0, self.log_std.exp(), torch.log1p(self.log_std.clamp_min(0)) + 1)
+        else:
+            std = self.log_std.exp()
+        return std.expand(-1, self.act_dim)
+
+    @torch.no_grad()
+    def reset_noise(self, n: int) -> None:
+        """New exploration matrices E ~ N(0, σ²), one per env (``n``)."""
+        std = self.std()
+        self.exploration = torch.randn(n, *std.shape, device=std.device, dtype=std.dtype) * std
+
+    def forward(self, features: Tensor) -> StateDependentGaussian:
+        return StateDependentGaussian(self.mean(features), features.detach(), self.std(), self.exploration)
+
+
 class TwinEncoders(nn.Module):
     """Separate policy and value encoders (CNNs for images): ``forward(x) -> (pi_features, v_features)``."""
 
@@ -341,6 +391,9 @@ class ActorCritic(nn.Module):
         ortho_init: bool,
         log_std_init: float,
         normalize_obs: bool,
+        use_sde: bool = False,
+        full_std: bool = True,
+        use_expln: bool = False,
     ) -> "ActorCritic":
         """The standard policy for these spaces (the env's own observation space, the algorithm's
         hyperparameters)."""
@@ -358,6 +411,9 @@ class ActorCritic(nn.Module):
             pi_head = MultiCategoricalHead(features, action_space.nvec.ravel().tolist())
         elif isinstance(action_space, spaces.MultiBinary):
             pi_head = BernoulliHead(features, int(np.prod(action_space.shape)))
+        elif use_sde:
+            pi_head = StateDependentGaussianHead(features, int(np.prod(action_space.shape)), log_std_init, full_std,
+                                                 use_expln)
         else:
             pi_head = GaussianHead(features, int(np.prod(action_space.shape)), log_std_init)
         obs_rms = RunningMeanStd(flat_shape(observation_space)) if normalize_obs else None
@@ -388,6 +444,11 @@ class ActorCritic(nn.Module):
         if self.obs_rms is not None:
             self.obs_rms.update(obs)
         return self.normalize(obs)
+
+    def reset_noise(self, n: int) -> None:
+        """New exploration noise for ``n`` envs where the policy holds some (gSDE), else nothing."""
+        if isinstance(self.pi_head, StateDependentGaussianHead):
+            self.pi_head.reset_noise(n)
 
     @torch.no_grad()
     def act(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
