@@ -9,7 +9,7 @@ __version__ = "0.2.0"
 #: public name -> the module that defines it. They load on first use (PEP 562), so importing the package
 #: is cheap and `python -m lightning_pg` decides how torch and Lightning get imported (see __main__.py).
 _EXPORTS = {
-    **dict.fromkeys(["A2C", "DDPG", "PPO", "REINFORCE", "SAC", "TD3", "TRPO", "OffPolicyModule", "OnPolicyModule", "RLModule"],
+    **dict.fromkeys(["A2C", "A3C", "DDPG", "PPO", "REINFORCE", "SAC", "TD3", "TRPO", "OffPolicyModule", "OnPolicyModule", "RLModule"],
                     "lightning_pg.algorithms"),
     **dict.fromkeys(["ConfigError", "EnvError", "LightningPGError", "TrainingDiverged"], "lightning_pg.errors"),
     "evaluate": "lightning_pg.evaluation",
@@ -17,7 +17,7 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from lightning_pg.algorithms import A2C, DDPG, PPO, REINFORCE, SAC, TD3, TRPO, OffPolicyModule, OnPolicyModule, RLModule
+    from lightning_pg.algorithms import A2C, A3C, DDPG, PPO, REINFORCE, SAC, TD3, TRPO, OffPolicyModule, OnPolicyModule, RLModule
     from lightning_pg.errors import ConfigError, EnvError, LightningPGError, TrainingDiverged
     from lightning_pg.evaluation import evaluate
 

@@ -48,3 +48,13 @@ def relink_gradients(params: list[nn.Parameter]) -> None:
             flat.grad = flat.grad_buffer
             for p, grad in views:
                 p.grad = grad
+
+
+def assign(params: list[nn.Parameter] | list[torch.Tensor], vector: torch.Tensor) -> None:
+    """Copy ``vector``'s slices into ``params`` in place, in order (they may be views of one flat tensor, see
+    ``contiguous``, so their storage is kept)."""
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            p.copy_(vector[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()

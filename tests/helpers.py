@@ -93,3 +93,25 @@ def run_folder(root):
     """The newest run folder (``run_N``) the CLI made under ``root``; ``root/run_1`` while there is none."""
     runs = sorted(Path(root).glob("run_*"), key=lambda p: int(p.name.split("_")[1]))
     return runs[-1] if runs else Path(root) / "run_1"
+
+
+def children(pid):
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    if int(file.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

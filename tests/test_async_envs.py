@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 
 import lightning_pg as lp
 from lightning_pg.envs import make_vec_env
-from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli, run_folder
+from tests.helpers import REPO, alive, children, ckpt_state, cli_args, cli_env, run_cli, run_folder
 
 SHORT_EPISODES = '[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 7}}]'
 
@@ -69,28 +69,6 @@ def test_a_second_fit_goes_on_after_the_first():
             model.hparams.total_timesteps = 64
             pl.Trainer(**trainer).fit(model)
             assert model.num_timesteps >= 64
-
-
-def children(pid):
-    """The processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as file:
-                    if int(file.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return found
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -290,10 +290,10 @@ class RLModule(pl.LightningModule):
         return self._train_data
 
     def teardown(self, stage: str) -> None:
-        """Close async training envs: they hold worker processes. (Sync envs stay, so that a second fit of this
-        model goes on with its episodes, as its replay buffer does.)"""
+        """Close a train iterable that holds worker processes (async envs, A3C's workers). (Sync envs stay, so
+        that a second fit of this model goes on with its episodes, as its replay buffer does.)"""
         data = getattr(self, "_train_data", None)
-        if data is not None and data.settings.vectorization == "async":
+        if data is not None and data.holds_processes:
             data.close()
 
     #: a ``training_step`` takes batches until it holds this many env steps, or until something needs

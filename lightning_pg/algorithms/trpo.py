@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
 from lightning_pg.errors import ConfigError
+from lightning_pg.optim import assign
 
 
 class TRPO(OnPolicyModule):
@@ -209,14 +210,6 @@ def flat_grad(output: Tensor, params: list[nn.Parameter], **kwargs: Any) -> Tens
     """∂output/∂params as one vector (zeros for a parameter the output does not depend on)."""
     grads = torch.autograd.grad(output, params, allow_unused=True, **kwargs)
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
-
-
-def assign(params: list[nn.Parameter], vector: Tensor) -> None:
-    """Copy ``vector``'s slices into ``params`` in place (they may be views of one flat tensor: optim.contiguous)."""
-    offset = 0
-    for p in params:
-        p.data.copy_(vector[offset : offset + p.numel()].view_as(p))
-        offset += p.numel()
 
 
 def conjugate_gradient(matrix_vector: Callable[[Tensor], Tensor], b: Tensor, max_steps: int,

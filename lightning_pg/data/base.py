@@ -106,6 +106,11 @@ class EnvIterable(IterableDataset):
         while not self.module.budget_reached:
             yield self.collect()
 
+    @property
+    def holds_processes(self) -> bool:
+        """Whether the envs run in worker processes (closed at teardown)."""
+        return self.settings.vectorization == "async"
+
     def reset(self) -> np.ndarray:
         env_id, env_kwargs, num_envs, env_wrappers, vectorization = self.settings
         seed = None

@@ -58,7 +58,7 @@ class WorkerVectorEnv(gym.vector.VectorEnv):
             self.pipes.append(parent)
             self.processes.append(process)
         self.closed = False
-        _OPEN.add(self)
+        close_at_exit(self)
 
     def _call(self, command: str, args: Sequence[Any]) -> list[list[Any]]:
         for pipe, arg in zip(self.pipes, args):
@@ -109,21 +109,31 @@ class WorkerVectorEnv(gym.vector.VectorEnv):
                 process.join()
         for pipe in self.pipes:
             pipe.close()
-        _OPEN.discard(self)
+        stop_closing_at_exit(self)
 
     def __getstate__(self) -> dict:
         raise TypeError("async envs live in worker processes and do not pickle")
 
 
-#: vector envs whose workers are running. Closed at exit, before multiprocessing's own exit handler (which
-#: sends daemon workers a SIGTERM they ignore, and would then wait for them forever).
-_OPEN: weakref.WeakSet[WorkerVectorEnv] = weakref.WeakSet()
+#: what holds running worker processes (async envs, A3C's gradient workers). Closed at exit, before
+#: multiprocessing's own exit handler (which sends daemon workers a SIGTERM they ignore, and would then wait for
+#: them forever).
+_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def close_at_exit(holder: Any) -> None:
+    """``holder.close()`` at the interpreter's exit unless :func:`stop_closing_at_exit` says it closed."""
+    _OPEN.add(holder)
+
+
+def stop_closing_at_exit(holder: Any) -> None:
+    _OPEN.discard(holder)
 
 
 @atexit.register
 def _close_all() -> None:
-    for envs in list(_OPEN):
-        envs.close()
+    for holder in list(_OPEN):
+        holder.close()
 
 
 def _worker(pipe: Any, parent_pipe: Any, env_fns: list[Callable[[], gym.Env]]) -> None:

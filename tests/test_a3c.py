@@ -1,0 +1,127 @@
+"""A3C: the learner applies each worker's gradient as one optimizer step; workers learn CartPole together; a
+worker's error or death stops the run naming it and leaves no process; Ctrl+C saves and the run resumes."""
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import lightning_pg as lp
+from tests.helpers import REPO, alive, children, ckpt_state, cli_args, cli_env, run_cli, run_folder
+
+A3C = "configs/a3c_cartpole.yaml"
+
+
+class ScriptedWorkers:
+    """Stands in for the worker processes: known gradients, as if computed with weights ``lag`` updates old."""
+
+    holds_processes = False
+
+    def __init__(self, module, gradients, lag):
+        self.module, self.gradients, self.lag, self.current_version = module, gradients, lag, 0
+
+    def __iter__(self):
+        for g in self.gradients:
+            yield {"gradients": g, "version": max(self.current_version - self.lag, 0), "worker": 0,
+                   "losses": {"loss_policy": torch.tensor(0.0)}, "env_steps": 10,
+                   "episode_returns": np.zeros(0), "episode_lengths": np.zeros(0)}
+
+    def publish(self):
+        self.current_version += 1
+
+
+def test_each_gradient_is_one_optimizer_step_as_if_computed_here():
+    """Reference step: RMSprop (A2C's) with the gradient's norm clipped, applied to the received vectors."""
+    torch.manual_seed(0)
+    size = sum(p.numel() for p in lp.A3C(env_id="CartPole-v1").parameters())
+    gradients = [torch.randn(size) for _ in range(3)]
+
+    class Scripted(lp.A3C):
+        def make_data(self):
+            return ScriptedWorkers(self, gradients, lag=1)
+
+    pl.seed_everything(0)
+    model = Scripted(env_id="CartPole-v1", total_timesteps=30, eval_every=-1)
+    reference = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone().requires_grad_()
+    optimizer = torch.optim.RMSprop([reference], lr=7e-4, alpha=0.99, eps=1e-5)
+    for g in gradients:
+        reference.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_([reference], 0.5)
+        optimizer.step()
+    pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+               enable_checkpointing=False, max_epochs=-1).fit(model)
+    torch.testing.assert_close(torch.cat([p.detach().reshape(-1) for p in model.parameters()]), reference.detach())
+    assert model.num_timesteps == 30 and model.trainer.global_step == 3
+
+
+def test_workers_learn_cartpole_and_play_faster_than_one_process(tmp_path):
+    """The short form of `python benchmarks/learning.py configs/a3c_cartpole.yaml` (500k steps)."""
+    result = run_cli("--model.total_timesteps=150000", "--model.eval_every=-1", config=A3C, root=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = lp.A3C.load_from_checkpoint(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
+    assert model.num_timesteps >= 150_000 and lp.evaluate(model, 10)[0] >= 150  # random play: about 22
+
+
+def _wait_for_workers(proc, count, timeout=120):
+    deadline, seen = time.time() + timeout, []
+    while time.time() < deadline and proc.poll() is None and len(seen) < count:
+        seen = sorted(set(seen) | set(children(proc.pid)))
+        time.sleep(0.05)
+    time.sleep(1.0)  # training is under way
+    return sorted(set(seen) | set(children(proc.pid)))
+
+
+def test_a_killed_worker_stops_the_run_by_name_and_leaves_no_process(tmp_path):
+    proc = subprocess.Popen(cli_args("--model.total_timesteps=100000000", "--checkpoint.every_n_env_steps=5000",
+                                     config=A3C, root=tmp_path), cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    workers = _wait_for_workers(proc, 2)
+    assert len(workers) >= 2
+    os.kill(workers[-1], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+    assert f"(pid {workers[-1]}) died with exit code -9" in stderr and "A3C worker 1" in stderr
+    time.sleep(0.5)
+    assert not [w for w in workers if alive(w)]
+    assert (run_folder(tmp_path) / "checkpoints" / "last.ckpt").is_file()  # the last checkpoint stands
+
+
+def test_an_env_error_in_a_worker_is_the_one_paragraph_naming_the_worker(tmp_path):
+    result = run_cli("--model.env_id=tests.envs:RaisesAfter", "--model.env_kwargs={steps: 30}", config=A3C,
+                     root=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "A3C worker" in result.stderr and "simulator exploded" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT])
+def test_ctrl_c_stops_every_worker_saves_and_the_run_resumes(tmp_path, signum):
+    args = ("--checkpoint.every_n_env_steps=100000000",)
+    proc = subprocess.Popen(cli_args("--model.total_timesteps=100000000", *args, config=A3C, root=tmp_path),
+                            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = _wait_for_workers(proc, 2)
+    proc.send_signal(signum)
+    for worker in children(proc.pid):  # the whole process group gets it, as a terminal's Ctrl+C does
+        os.kill(worker, signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum and "Traceback" not in stderr, stderr[-3000:]
+    time.sleep(0.5)
+    assert workers and not [w for w in workers if alive(w)]
+    state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
+    stopped_at = state["lightning_pg"]["num_timesteps"]
+    assert stopped_at > 0 and state["optimizer_states"][0]["state"]
+
+    resumed = run_cli(f"--model.total_timesteps={stopped_at + 5000}", "--ckpt_path=last", *args, config=A3C,
+                      root=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "A3C resumes its weights, optimizer and counters" in resumed.stderr
+    final = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"]
+    assert stopped_at + 5000 <= final < stopped_at + 5000 + 2 * 80
+
+
+def test_a3c_refuses_normalization():
+    with pytest.raises(lp.ConfigError, match="each keep their own running observation"):
+        lp.A3C(env_id="CartPole-v1", normalize_obs=True)
