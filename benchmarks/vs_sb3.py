@@ -61,8 +61,16 @@ def _policy_kwargs(hp) -> dict:
 
     activation = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
     net = list(hp["network"] or [64, 64])
+    sde = dict(full_std=hp["full_std"], use_expln=hp["use_expln"]) if hp.get("use_sde") else {}
     return dict(net_arch=dict(pi=net, vf=net), activation_fn=activation[hp["activation"]],
-                ortho_init=hp["ortho_init"], log_std_init=hp["log_std_init"])
+                ortho_init=hp["ortho_init"], log_std_init=hp["log_std_init"], **sde)
+
+
+def _sde_kwargs(hp) -> dict:
+    """gSDE: SB3's use_sde and sde_sample_freq; full_std and use_expln go in policy_kwargs."""
+    if not hp.get("use_sde"):
+        return {}
+    return dict(use_sde=True, sde_sample_freq=hp["sde_sample_freq"])
 
 
 def ppo_kwargs(hp) -> dict:
@@ -72,6 +80,7 @@ def ppo_kwargs(hp) -> dict:
         clip_range_vf=None if hp["clip_range_vf"] is None else _schedule(hp["clip_range_vf"]),
         normalize_advantage=hp["normalize_advantage"], ent_coef=hp["ent_coef"], vf_coef=hp["vf_coef"],
         max_grad_norm=hp["max_grad_norm"] or 1e9, target_kl=hp["target_kl"], policy_kwargs=_policy_kwargs(hp),
+        **_sde_kwargs(hp),
     )
 
 
@@ -80,7 +89,7 @@ def a2c_kwargs(hp) -> dict:
         n_steps=hp["n_steps"], gamma=hp["gamma"], gae_lambda=hp["gae_lambda"], learning_rate=_schedule(hp["learning_rate"]),
         ent_coef=hp["ent_coef"], vf_coef=hp["vf_coef"], max_grad_norm=hp["max_grad_norm"] or 1e9,
         use_rms_prop=hp["use_rms_prop"], rms_prop_eps=hp["rms_prop_eps"],
-        normalize_advantage=hp["normalize_advantage"], policy_kwargs=_policy_kwargs(hp),
+        normalize_advantage=hp["normalize_advantage"], policy_kwargs=_policy_kwargs(hp), **_sde_kwargs(hp),
     )
 
 
@@ -129,7 +138,7 @@ def trpo_kwargs(hp) -> dict:
         target_kl=hp["target_kl"], cg_max_steps=hp["cg_max_steps"], cg_damping=hp["cg_damping"],
         line_search_shrinking_factor=hp["line_search_shrinking_factor"],
         line_search_max_iter=hp["line_search_max_iter"], n_critic_updates=hp["n_critic_updates"],
-        sub_sampling_factor=hp["sub_sampling_factor"], policy_kwargs=_policy_kwargs(hp),
+        sub_sampling_factor=hp["sub_sampling_factor"], policy_kwargs=_policy_kwargs(hp), **_sde_kwargs(hp),
     )
 
 

@@ -315,12 +315,14 @@ def _claim_new_run(root: str) -> str:
     is atomic: two fits started together get run_N and run_N+1, never one folder)."""
     missing = [str(p) for p in [*reversed(Path(root).parents), Path(root)] if not p.exists()]
     os.makedirs(root, exist_ok=True)
-    _CLAIMED[:0] = missing
+    _CLAIMED[:0] = reversed(missing)  # innermost first
+    number = int(os.path.basename(_new_run(root))[len(RUN_PREFIX):])
     while True:
-        run = _new_run(root)
+        run = os.path.join(root, f"{RUN_PREFIX}{number}")
         try:
             os.mkdir(run)
-        except FileExistsError:
+        except FileExistsError:  # another run's folder now, or a file of that name: the next number
+            number += 1
             continue
         _CLAIMED.insert(0, run)
         return run

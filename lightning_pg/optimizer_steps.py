@@ -73,6 +73,26 @@ class OptimizerSteps:
         torch.clear_autocast_cache()
 
 
+    def apply(self, module: pl.LightningModule, gradient: Tensor, optimizer: Any, max_grad_norm: float | None) -> None:
+        """The same step for a gradient computed elsewhere (``gradient``: the optimizer's parameters flattened
+        in order), e.g. by A3C's workers. Where the step is taken directly it is copied into the flat gradient;
+        elsewhere it goes through backward as the gradient of ⟨θ, gradient⟩ (whose gradient it is), so hooks,
+        precision plugins and strategies see an ordinary backward."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        flat = params[0] if len(params) == 1 and hasattr(params[0], "grad_buffer") else None
+        if self.direct and flat is not None:
+            relink_gradients(params)
+            flat.grad_buffer.copy_(gradient)
+            if max_grad_norm is not None:
+                _clip_flat(flat.grad_buffer, max_grad_norm)
+            self._progress.increment_ready()
+            optimizer.optimizer.step()
+            self._progress.increment_completed()
+            return
+        pieces = gradient.to(params[0].device, params[0].dtype).split([p.numel() for p in params])
+        self.step(module, sum((p * g.view_as(p)).sum() for p, g in zip(params, pieces)), optimizer, max_grad_norm)
+
+
 def _clip_flat(grad: Tensor, max_norm: float) -> None:
     """``clip_grad_norm_``'s rule on one flat gradient: scale by max_norm / (norm + 1e-6) where that is < 1."""
     norm = torch.linalg.vector_norm(grad)

@@ -30,12 +30,17 @@ class ScriptedWorkers:
                    "losses": {"loss_policy": torch.tensor(0.0)}, "env_steps": 10,
                    "episode_returns": np.zeros(0), "episode_lengths": np.zeros(0)}
 
-    def publish(self):
+    def publish(self, params):
         self.current_version += 1
 
 
-def test_each_gradient_is_one_optimizer_step_as_if_computed_here():
-    """Reference step: RMSprop (A2C's) with the gradient's norm clipped, applied to the received vectors."""
+@pytest.mark.parametrize("direct", [True, False])
+def test_each_gradient_is_one_optimizer_step_as_if_computed_here(direct, monkeypatch):
+    """Reference step: RMSprop (A2C's) with the gradient's norm clipped, applied to the received vectors, whether
+    the step is taken directly or through Lightning's manual-optimization calls (the gradient of ⟨θ, g⟩)."""
+    from lightning_pg.optimizer_steps import OptimizerSteps
+
+    monkeypatch.setattr(OptimizerSteps, "direct_enabled", direct)
     torch.manual_seed(0)
     size = sum(p.numel() for p in lp.A3C(env_id="CartPole-v1").parameters())
     gradients = [torch.randn(size) for _ in range(3)]
@@ -122,6 +127,25 @@ def test_ctrl_c_stops_every_worker_saves_and_the_run_resumes(tmp_path, signum):
     assert stopped_at + 5000 <= final < stopped_at + 5000 + 2 * 80
 
 
-def test_a3c_refuses_normalization():
+def test_a3c_refuses_normalization_and_async_envs():
     with pytest.raises(lp.ConfigError, match="each keep their own running observation"):
         lp.A3C(env_id="CartPole-v1", normalize_obs=True)
+    with pytest.raises(lp.ConfigError, match="cannot start async env workers"):
+        lp.A3C(env_id="CartPole-v1", vectorization="async")
+
+
+def test_a_fit_that_fails_leaves_no_worker():
+    """Lightning skips teardown when fit raises: the workers are closed all the same (Python API, no exit)."""
+    import multiprocessing
+
+    class BrokenUpdate(lp.A3C):
+        def update(self, batch):
+            if self.num_timesteps > 400:
+                raise ValueError("a bug in update")
+            return super().update(batch)
+
+    model = BrokenUpdate(env_id="CartPole-v1", num_envs=2, total_timesteps=100_000, eval_every=-1)
+    with pytest.raises(ValueError, match="a bug in update"):
+        pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   enable_checkpointing=False, max_epochs=-1).fit(model)
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("A3C worker")]

@@ -231,6 +231,12 @@ def test_fits_started_together_each_get_a_run_folder_and_a_refused_one_leaves_no
                   for run in runs) == [0, 1, 2]
     refused = run_cli(*args, "--model.total_timesteps=1", config="configs/ppo_cartpole.yaml", root=tmp_path)
     assert refused.returncode == 2 and sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == runs
+    deep = tmp_path / "deep"
+    refused = run_cli(*args, "--model.total_timesteps=1", config="configs/ppo_cartpole.yaml", root=deep / "x" / "y")
+    assert refused.returncode == 2 and not deep.exists()  # the folders it made for itself are gone again
+    (tmp_path / "run_4").write_text("a file where the next run folder would go")
+    ok = run_cli(*args, config="configs/ppo_cartpole.yaml", root=tmp_path)
+    assert ok.returncode == 0 and (tmp_path / "run_5" / "config.yaml").is_file()
 
 
 def test_without_a_seed_each_run_draws_its_own_and_keeps_it(tmp_path):

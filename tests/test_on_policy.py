@@ -553,6 +553,8 @@ def test_under_autocast_values_stay_float32_and_rollouts_act_through_the_module(
     (PPO, dict(env_id="Pendulum-v1", num_envs=2, n_steps=64, batch_size=64, normalize_obs=True)),
     (A2C, dict(env_id="CartPole-v1", num_envs=4)),
     (lp.REINFORCE, dict(env_id="CartPole-v1", num_envs=2)),
+    (PPO, dict(env_id="Pendulum-v1", num_envs=2, n_steps=64, batch_size=64, use_sde=True, sde_sample_freq=4)),
+    (lp.TRPO, dict(env_id="Pendulum-v1", num_envs=2, n_steps=64, batch_size=64, use_sde=True)),
 ])
 def test_every_precision_trains(tmp_path, precision, algo, kwargs):
     model = algo(total_timesteps=400, eval_every=200, eval_episodes=1, **kwargs)

@@ -1,6 +1,7 @@
 """TRPO: the KL of every policy distribution, the Fisher-vector product, conjugate gradient, the line search, and
 learning CartPole through the CLI."""
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.distributions as td
 
@@ -127,23 +128,45 @@ def test_the_line_search_rejects_steps_that_lower_the_surrogate(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(before, params))
 
 
-def test_a_policy_that_shares_weights_with_its_value_is_refused():
-    """The critic's steps would move such a policy after the line search measured its KL."""
-    model, batch, _ = _tiny("CartPole-v1")
-    body = model.policy.body
+class OneTrunk(torch.nn.Module):
+    """A body whose value head reads the policy's own features."""
 
-    class OneTrunk(torch.nn.Module):  # the value head reads the policy's own features
-        def __init__(self):
-            super().__init__()
-            self.inner = body
+    def __init__(self, body):
+        super().__init__()
+        self.inner = body
 
-        def forward(self, x):
-            features = self.inner(x)[0]
-            return features, features
+    def forward(self, x):
+        features = self.inner(x)[0]
+        return features, features
 
-    model.policy.body = OneTrunk()
-    with pytest.raises(lp.ConfigError, match="policy and value share weights"):
-        model.trust_region_step(batch)
+
+class SharedTRPO(lp.TRPO):
+    def make_policy(self):
+        policy = super().make_policy()
+        policy.body = OneTrunk(policy.body)
+        return policy
+
+
+def test_critic_steps_that_move_the_policy_stop_the_run():
+    """Shared weights (or a policy term in loss()) would move the policy after the line search measured its KL."""
+    model = SharedTRPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64,
+                       eval_every=-1)
+    with pytest.raises(lp.ConfigError, match="critic steps moved the policy"):
+        pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   enable_checkpointing=False, max_epochs=-1).fit(model)
+    plain = lp.TRPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64, eval_every=-1)
+    pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+               enable_checkpointing=False, max_epochs=-1).fit(plain)
+    assert plain.num_timesteps == 64
+
+
+def test_sub_sampling_takes_every_kth_step_of_every_env():
+    model, batch, _ = _tiny("CartPole-v1", sub_sampling_factor=4)
+    seen = []
+    model.surrogate = lambda dist, data: seen.append(data["obs"]) or (dist.log_prob(data["actions"]) * 0).sum()
+    model.trust_region_step(batch)
+    expected = batch["obs"].view(16, 2, 4)[::4].flatten(0, 1)  # steps 0, 4, 8, 12 of both envs
+    torch.testing.assert_close(seen[0], expected)
 
 
 def test_trpo_learns_cartpole_through_the_cli(tmp_path):

@@ -48,6 +48,11 @@ class A3C(A2C):
     def __init__(self, env_id: str, workers: int = 2, **kwargs: Any):
         super().__init__(env_id=env_id, **kwargs)
         check(isinstance(workers, int) and workers >= 1, "workers", workers, "an integer >= 1")
+        if self.hparams.vectorization == "async":
+            raise ConfigError(
+                "A3C's workers are processes already, and cannot start async env workers of their own. Fix: set "
+                "vectorization to sync for A3C; its workers step their envs in parallel."
+            )
         if self.hparams.normalize_obs or self.hparams.normalize_reward:
             raise ConfigError(
                 "A3C's workers would each keep their own running observation and reward statistics, so the policy "
@@ -67,18 +72,19 @@ class A3C(A2C):
         self.set_learning_rate(optimizer)
         data: GradientWorkers = self._train_data
         lag = data.current_version - batch["version"]
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        gradient = batch["gradients"].to(params[0].device, params[0].dtype)
-        # the worker's ∇L, applied as the gradient of ⟨θ, ∇L⟩ (whose gradient it is): one optimizer step
-        # through the same path as every other algorithm (clipping, precision, Lightning's step count)
-        pieces = gradient.split([p.numel() for p in params])
-        self.gradient_step(sum((p * g.view_as(p)).sum() for p, g in zip(params, pieces)), optimizer,
-                           self.hparams.max_grad_norm)
-        data.publish()
+        # the worker's ∇L: one optimizer step, clipped as A2C's (the same path as every algorithm's steps)
+        self.apply_gradient(batch["gradients"], optimizer, self.hparams.max_grad_norm)
+        data.publish([p for group in optimizer.param_groups for p in group["params"]])
         return self.metric_names({**batch["losses"], "policy_lag": torch.tensor(float(lag))})
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
+        if self.device.type != "cpu":
+            raise ConfigError(
+                f"A3C's workers play and differentiate on the CPU, in forked processes that cannot use "
+                f"{self.device.type}. Fix: --trainer.accelerator cpu (its networks are small), or use A2C or PPO on "
+                "the accelerator."
+            )
         if self.trainer.world_size > 1:
             raise ConfigError(
                 "A3C runs in one process with its own worker processes (they are its parallelism), not under "

@@ -388,6 +388,10 @@ class RLModule(pl.LightningModule):
         """zero_grad, backward, optional norm clipping, step (see :mod:`lightning_pg.optimizer_steps`)."""
         self._optimizer_steps.step(self, loss, optimizer, max_grad_norm)
 
+    def apply_gradient(self, gradient: Tensor, optimizer: Any, max_grad_norm: float | None = None) -> None:
+        """The same step with a gradient computed elsewhere (the optimizer's parameters flattened in order)."""
+        self._optimizer_steps.apply(self, gradient, optimizer, max_grad_norm)
+
     def on_train_start(self) -> None:
         self._optimizer_steps = OptimizerSteps(self)
         data_state, self._checkpoint_data_state = self._checkpoint_data_state, None
@@ -415,10 +419,11 @@ class RLModule(pl.LightningModule):
         return {(f"loss/{k[5:]}" if k.startswith("loss_") else f"{algo}/{k}"): v.detach() for k, v in stats.items()}
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """Defaults for Python-API users too: env-step progress bar; env-step checkpoints if none configured."""
+        """Defaults for Python-API users too: env-step progress bar; env-step checkpoints if none configured;
+        worker processes closed when a fit fails (Lightning skips ``teardown`` then)."""
         from lightning_pg.callbacks import EnvStepProgressBar, RLCheckpoint
 
-        callbacks: list[pl.Callback] = []
+        callbacks: list[pl.Callback] = [_CloseWorkersOnFailure()]
         if self.trainer.progress_bar_callback is not None:
             callbacks.append(EnvStepProgressBar())
         checkpoints = self.trainer.checkpoint_callbacks
@@ -599,3 +604,13 @@ class RLModule(pl.LightningModule):
             return steps
         total = self.trainer.strategy.reduce(torch.tensor(steps, device=self.device), reduce_op="sum")
         return int(total.item())
+
+
+class _CloseWorkersOnFailure(pl.Callback):
+    """A fit that raises ends without ``teardown``: close the train iterable's worker processes (async envs,
+    A3C's workers) here, so none outlives it in a notebook or a sweep."""
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+        data = getattr(pl_module, "_train_data", None)
+        if data is not None and data.holds_processes:
+            data.close()

@@ -39,8 +39,8 @@ class TRPO(OnPolicyModule):
         line_search_shrinking_factor: the backtracking factor applied to the step (0 < factor < 1).
         line_search_max_iter: steps tried before the policy step is given up.
         n_critic_updates: epochs of minibatch steps fitting V after each policy step.
-        sub_sampling_factor: use every k-th transition for the policy step (its gradients and Fisher-vector
-            products cost k times less); the critic always uses them all.
+        sub_sampling_factor: use every k-th step of each env for the policy step (its gradients and
+            Fisher-vector products cost k times less); the critic always uses them all.
         learning_rate: the critic's Adam step size, a value or a schedule such as ``"lin_1e-3"``.
         **kwargs: see :class:`~lightning_pg.algorithms.on_policy.OnPolicyModule` and
             :class:`~lightning_pg.algorithms.base.RLModule`. ``ent_coef`` (0 by default, as in the paper) adds
@@ -89,8 +89,8 @@ class TRPO(OnPolicyModule):
               line_search_max_iter, "an integer >= 1")
         check(isinstance(n_critic_updates, int) and n_critic_updates >= 0, "n_critic_updates", n_critic_updates,
               "an integer >= 0")
-        check(isinstance(sub_sampling_factor, int) and 1 <= sub_sampling_factor <= max(rollout, 1),
-              "sub_sampling_factor", sub_sampling_factor, "an integer from 1 to the rollout size")
+        check(isinstance(sub_sampling_factor, int) and 1 <= sub_sampling_factor <= max(n_steps, 1),
+              "sub_sampling_factor", sub_sampling_factor, f"an integer from 1 to n_steps = {n_steps}")
         self.check_rollout(n_steps)
 
     # ---- the objective and its constraint ------------------------------------------------------------------
@@ -114,17 +114,33 @@ class TRPO(OnPolicyModule):
     # ---- the update ----------------------------------------------------------------------------------------
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         metrics = self.trust_region_step(batch)
+        with torch.no_grad():
+            stepped = self.policy.dist(batch["obs"])  # the policy as the line search left it
         optimizer = self.optimizers()
         self.set_learning_rate(optimizer)
         losses = [self.policy_step(mb, optimizer)["loss_value"].detach() for mb in self.critic_minibatches(batch)]
         if losses:
             metrics["loss_value"] = torch.stack(losses).mean()
+        with torch.no_grad():
+            if self.constraint(self.policy.dist(batch["obs"]), stepped) > 0:
+                raise ConfigError(
+                    f"{type(self).__name__}'s critic steps moved the policy after the line search kept it within "
+                    "target_kl: its policy and value share weights, or its loss() has a policy term. Fix: give "
+                    "the policy and the value separate networks in make_policy (the default ActorCritic.build "
+                    "does) and keep loss() to the value regression; or use PPO or A2C."
+                )
         return self.metric_names(self.with_diagnostics(metrics, batch))
 
     def trust_region_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """θ ← θ_old + β s, s = F⁻¹ g, β = √(2δ / sᵀFs), shrunk until D̄ ≤ δ and L improved (else θ stays)."""
+        with torch.autocast(self.device.type, enabled=False):  # conjugate gradient and β in full precision
+            return self._trust_region_step(batch)
+
+    def _trust_region_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         hp = self.hparams
-        data = {k: batch[k][:: hp.sub_sampling_factor] for k in ("obs", "actions", "log_probs", "advantages")}
+        # every sub_sampling_factor-th step of every env (rows are time-major: t · num_envs + env)
+        data = {k: batch[k].view(hp.n_steps, hp.num_envs, *batch[k].shape[1:])[:: hp.sub_sampling_factor]
+                .flatten(0, 1) for k in ("obs", "actions", "log_probs", "advantages")}
         if self.hparams.normalize_advantage:
             data["advantages"] = self.normalize_advantages(data["advantages"])
         with torch.no_grad():
@@ -160,24 +176,13 @@ class TRPO(OnPolicyModule):
         return lambda v: self._mean_over_ranks(flat_grad(kl_grad @ v, params, retain_graph=True)) + damping * v
 
     def _policy_parameters(self, data: dict[str, Tensor]) -> list[nn.Parameter]:
-        """The parameters πθ depends on (a value head is not among them), found once. The critic's steps must
-        leave them alone, or they would move the policy after the line search measured it: a policy that
-        shares weights with its value (a custom make_policy) is refused."""
+        """The parameters πθ depends on (a value head is not among them), found once."""
         found = getattr(self, "_policy_params", None)
         if found is None:
             params = [p for p in self.policy.parameters() if p.requires_grad]
-            dist, values = self.policy(data["obs"][:1])
-            pi_grads = torch.autograd.grad(dist.log_prob(data["actions"][:1]).sum(), params, allow_unused=True,
-                                           retain_graph=True)
-            v_grads = torch.autograd.grad(values.sum(), params, allow_unused=True)
-            if any(a is not None and b is not None and bool(((a != 0) & (b != 0)).any())
-                   for a, b in zip(pi_grads, v_grads)):
-                raise ConfigError(
-                    f"{type(self).__name__}'s policy and value share weights: the critic's steps would move the "
-                    "policy after the line search kept it within target_kl. Fix: give the policy and the value "
-                    "separate networks in make_policy (the default ActorCritic.build does), or use PPO or A2C."
-                )
-            found = self._policy_params = [p for p, grad in zip(params, pi_grads) if grad is not None]
+            log_prob = self.policy.dist(data["obs"][:1]).log_prob(data["actions"][:1]).sum()
+            grads = torch.autograd.grad(log_prob, params, allow_unused=True)
+            found = self._policy_params = [p for p, grad in zip(params, grads) if grad is not None]
         return found
 
     def critic_minibatches(self, batch: dict[str, Tensor]) -> Iterator[dict[str, Tensor]]:
@@ -188,6 +193,16 @@ class TRPO(OnPolicyModule):
             for start in range(0, size, batch_size):
                 rows = order[start : start + batch_size]
                 yield {"obs": batch["obs"][rows], "returns": batch["returns"][rows]}
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.trainer.world_size > 1 and not getattr(self.trainer.strategy, "_ddp_kwargs", {}).get(
+                "find_unused_parameters", False):
+            raise ConfigError(
+                "TRPO's critic steps leave the policy's weights out of the loss, which plain DDP refuses (it expects "
+                "a gradient for every weight). Fix: --trainer.strategy ddp_find_unused_parameters_true (the policy "
+                "step averages its gradients and Fisher-vector products over the ranks itself)."
+            )
 
     def _mean_over_ranks(self, value: Tensor) -> Tensor:
         """The mean over the DDP ranks (each holds a rollout of the same size): every rank takes the same step."""

@@ -64,6 +64,7 @@ class GradientWorkers(IterableDataset):
         base = int(torch.randint(0, 2**31 - 1 - 1000 * self.workers, ()).item())  # from the run's seeded RNG
         for i in range(self.workers):
             parent, child = context.Pipe(duplex=False)
+            _room_for(parent, 4 * (4 * len(self.shared) + 4096))
             process = context.Process(target=_work, args=(self.module, i, base + 1000 * i, child, parent, self.shared,
                                                           self.version, self.lock, self.stop),
                                       name=f"A3C worker {i}", daemon=True)
@@ -73,9 +74,11 @@ class GradientWorkers(IterableDataset):
             self.processes.append(process)
         close_at_exit(self)
 
-    def publish(self) -> int:
-        """The module's current weights for the workers; returns their version (updates applied so far)."""
-        weights = torch.cat([p.detach().reshape(-1).float().cpu() for p in self.module.parameters()])
+    def publish(self, params: list[torch.Tensor]) -> int:
+        """The module's current weights (``params``, all of them in order, e.g. the optimizer's one flat tensor)
+        for the workers; returns their version (updates applied so far)."""
+        weights = params[0].detach().reshape(-1) if len(params) == 1 else torch.cat([p.detach().reshape(-1)
+                                                                                      for p in params])
         while not self.lock.acquire(timeout=0.25):  # a worker killed while copying would hold it forever
             self._check_alive()
         try:
@@ -109,8 +112,8 @@ class GradientWorkers(IterableDataset):
             type_name, text = rest
             error = EnvError if type_name == "EnvError" else WorkerDied
             raise error(f"A3C worker {index} stopped the run: {text}" if type_name == "EnvError" else
-                        f"A3C worker {index} raised {type_name}: {text}. Fix: see the message; run with "
-                        "`--model.workers 1` to reproduce it in one worker.")
+                        f"A3C worker {index} raised {type_name}: {text}. Fix: run the same settings as A2C "
+                        "(--model.class_path lightning_pg.A2C) with --debug to see where it is raised.")
         version, gradients, env_steps, returns, lengths, losses = rest
         return {"gradients": torch.from_numpy(gradients), "version": version, "worker": index,
                 "losses": {k: torch.tensor(v) for k, v in losses.items()}, "env_steps": env_steps,
@@ -152,6 +155,17 @@ class GradientWorkers(IterableDataset):
                 process.join()
         self.processes, self.pipes = [], []
         stop_closing_at_exit(self)
+
+
+def _room_for(pipe: Any, size: int) -> None:
+    """Let the pipe hold ``size`` bytes (Linux; elsewhere its default): a worker then blocks only after a few
+    messages the learner has not taken, instead of at the first (which leaves both sides waiting in turn)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError):
+        pass
 
 
 def _work(module: "A3C", index: int, seed: int, pipe: Any, parent_pipe: Any, shared: torch.Tensor, version: Any,

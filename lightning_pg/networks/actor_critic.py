@@ -315,13 +315,17 @@ class StateDependentGaussian(DiagGaussian):
     else the first one for every row)."""
 
     def __init__(self, mean: Tensor, features: Tensor, std: Tensor, exploration: Tensor):
-        super().__init__(mean, 0.5 * torch.log(features.float().square() @ std.square() + 1e-6))
-        self.features, self.exploration = features.float(), exploration
+        # in float32 whatever the weights' precision or an autocast region: σ(s)'s log enters every log-prob
+        with torch.autocast(features.device.type, enabled=False):
+            variance = features.float().square() @ std.float().square()
+        super().__init__(mean, 0.5 * torch.log(variance + 1e-6))
+        self.features, self.exploration = features.float(), exploration.float()
 
     def sample(self) -> Tensor:
-        if len(self.exploration) == len(self.features):
-            return self.mean + torch.bmm(self.features.unsqueeze(1), self.exploration).squeeze(1)
-        return self.mean + self.features @ self.exploration[0]
+        with torch.autocast(self.features.device.type, enabled=False):
+            if len(self.exploration) == len(self.features):
+                return self.mean + torch.bmm(self.features.unsqueeze(1), self.exploration).squeeze(1)
+            return self.mean + self.features @ self.exploration[0]
 
 
 class StateDependentGaussianHead(GaussianHead):
