@@ -6,6 +6,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -115,3 +116,22 @@ def alive(pid):
             return file.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def wait_for_children(proc, count, timeout=120):
+    """``proc``'s child processes once it has ``count`` of them, after a second more of training."""
+    deadline, seen = time.time() + timeout, []
+    while time.time() < deadline and proc.poll() is None and len(seen) < count:
+        seen = sorted(set(seen) | set(children(proc.pid)))
+        time.sleep(0.05)
+    time.sleep(1.0)
+    return sorted(set(seen) | set(children(proc.pid)))
+
+
+def interrupt_like_a_terminal(proc, signum, timeout=120):
+    """``signum`` to ``proc`` and its children, as a terminal's Ctrl+C reaches the whole process group; returns
+    its stderr once it has exited."""
+    proc.send_signal(signum)
+    for child in children(proc.pid):
+        os.kill(child, signum)
+    return proc.communicate(timeout=timeout)[1]

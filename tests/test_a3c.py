@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import torch
 
 import lightning_pg as lp
-from tests.helpers import REPO, alive, children, ckpt_state, cli_args, cli_env, run_cli, run_folder
+from tests.helpers import (REPO, alive, ckpt_state, cli_args, cli_env, interrupt_like_a_terminal, run_cli, run_folder,
+                           wait_for_children)
 
 A3C = "configs/a3c_cartpole.yaml"
 
@@ -71,20 +72,11 @@ def test_workers_learn_cartpole_and_play_faster_than_one_process(tmp_path):
     assert model.num_timesteps >= 150_000 and lp.evaluate(model, 10)[0] >= 150  # random play: about 22
 
 
-def _wait_for_workers(proc, count, timeout=120):
-    deadline, seen = time.time() + timeout, []
-    while time.time() < deadline and proc.poll() is None and len(seen) < count:
-        seen = sorted(set(seen) | set(children(proc.pid)))
-        time.sleep(0.05)
-    time.sleep(1.0)  # training is under way
-    return sorted(set(seen) | set(children(proc.pid)))
-
-
 def test_a_killed_worker_stops_the_run_by_name_and_leaves_no_process(tmp_path):
     proc = subprocess.Popen(cli_args("--model.total_timesteps=100000000", "--checkpoint.every_n_env_steps=5000",
                                      config=A3C, root=tmp_path), cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    workers = _wait_for_workers(proc, 2)
+    workers = wait_for_children(proc, 2)
     assert len(workers) >= 2
     os.kill(workers[-1], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
@@ -102,17 +94,13 @@ def test_an_env_error_in_a_worker_is_the_one_paragraph_naming_the_worker(tmp_pat
     assert "A3C worker" in result.stderr and "simulator exploded" in result.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT])
-def test_ctrl_c_stops_every_worker_saves_and_the_run_resumes(tmp_path, signum):
+def test_ctrl_c_stops_every_worker_saves_and_the_run_resumes(tmp_path):
     args = ("--checkpoint.every_n_env_steps=100000000",)
     proc = subprocess.Popen(cli_args("--model.total_timesteps=100000000", *args, config=A3C, root=tmp_path),
                             cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    workers = _wait_for_workers(proc, 2)
-    proc.send_signal(signum)
-    for worker in children(proc.pid):  # the whole process group gets it, as a terminal's Ctrl+C does
-        os.kill(worker, signum)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signum and "Traceback" not in stderr, stderr[-3000:]
+    workers = wait_for_children(proc, 2)
+    stderr = interrupt_like_a_terminal(proc, signal.SIGINT)
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in stderr, stderr[-3000:]
     time.sleep(0.5)
     assert workers and not [w for w in workers if alive(w)]
     state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")

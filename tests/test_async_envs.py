@@ -1,7 +1,6 @@
 """``vectorization: async``: worker processes step the envs in parallel. The same transitions as sync envs, the
 same one-paragraph error for an env that raises, Ctrl+C and SIGTERM leave no worker behind, and a resumed run
 goes on (its envs reseeded from the saved RNG)."""
-import os
 import signal
 import subprocess
 import time
@@ -12,7 +11,8 @@ import pytorch_lightning as pl
 
 import lightning_pg as lp
 from lightning_pg.envs import make_vec_env
-from tests.helpers import REPO, alive, children, ckpt_state, cli_args, cli_env, run_cli, run_folder
+from tests.helpers import (REPO, alive, ckpt_state, cli_args, cli_env, interrupt_like_a_terminal, run_cli, run_folder,
+                           wait_for_children)
 
 SHORT_EPISODES = '[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 7}}]'
 
@@ -77,16 +77,8 @@ def test_ctrl_c_and_sigterm_save_and_leave_no_worker_then_the_run_resumes(tmp_pa
             "--checkpoint.every_n_env_steps=100000000")
     proc = subprocess.Popen(cli_args("--model.total_timesteps=100000000", *args, root=tmp_path), cwd=REPO,
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline, workers = time.time() + 120, []
-    while time.time() < deadline and proc.poll() is None and len(workers) < 2:  # the training envs' 2 workers
-        workers = sorted(set(workers) | set(children(proc.pid)))
-        time.sleep(0.05)
-    time.sleep(1.0)
-    workers = sorted(set(workers) | set(children(proc.pid)))
-    proc.send_signal(signum)
-    for worker in children(proc.pid):  # the whole process group gets it, as a terminal's Ctrl+C does
-        os.kill(worker, signum)
-    _, stderr = proc.communicate(timeout=120)
+    workers = wait_for_children(proc, 2)  # the training envs' 2 workers
+    stderr = interrupt_like_a_terminal(proc, signum)
     assert proc.returncode == 128 + signum and "Traceback" not in stderr, stderr[-3000:]
     time.sleep(0.5)
     assert workers and not [w for w in workers if alive(w)]  # no orphan
