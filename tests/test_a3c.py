@@ -137,3 +137,15 @@ def test_a_fit_that_fails_leaves_no_worker():
         pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                    enable_checkpointing=False, max_epochs=-1).fit(model)
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("A3C worker")]
+
+
+def test_a3c_learns_on_continuous_actions_too():
+    """Pendulum (Box actions): the workers' gradients move the Gaussian policy's mean and log-std."""
+    pl.seed_everything(0)
+    model = lp.A3C(env_id="Pendulum-v1", num_envs=2, n_steps=8, total_timesteps=2000, eval_every=-1)
+    before = [p.detach().clone() for p in model.policy.pi_head.parameters()]
+    pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+               enable_checkpointing=False, max_epochs=-1).fit(model)
+    assert model.num_timesteps >= 2000 and model.trainer.global_step >= 2000 // 16
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.policy.pi_head.parameters()))
+    assert model.predict(np.zeros((4, 3), np.float32)).shape == (4, 1)
