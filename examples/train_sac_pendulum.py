@@ -17,9 +17,9 @@ def fit(budget: int, ckpt_path: str | None = None) -> SAC:
 
 
 pl.seed_everything(0)
-fit(2_000)
+fit(1_000)
 # a longer budget from the last checkpoint: the buffer, the update count and every RNG come back, so the
 # run neither repeats its random warm-up nor bursts to catch up
-model = fit(4_000, ckpt_path="runs/example_sac/checkpoints/last.ckpt")
+model = fit(2_000, ckpt_path="runs/example_sac/checkpoints/last.ckpt")
 mean, std = lightning_pg.evaluate(model, n_episodes=10, seed=0, deterministic=True)
 print(f"after {model.num_timesteps} env steps ({model.num_updates} updates): eval return {mean:.1f} ± {std:.1f}")

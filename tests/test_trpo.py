@@ -170,9 +170,10 @@ def test_sub_sampling_takes_every_kth_step_of_every_env():
 
 
 def test_trpo_learns_cartpole_through_the_cli(tmp_path):
-    """configs/trpo_cartpole.yaml as it is (the zoo's settings, 100k steps), seed 0; the three seeds with
-    sb3-contrib beside them: benchmarks/vs_sb3.py and benchmarks/learning.py."""
-    result = run_cli(config="configs/trpo_cartpole.yaml", root=tmp_path)
+    """The short form of configs/trpo_cartpole.yaml (the zoo's settings): 30k of its 100k steps. The full form
+    (500 on seeds 0, 1 and 2, sb3-contrib beside it): benchmarks/learning.py and benchmarks/vs_sb3.py."""
+    result = run_cli("--model.total_timesteps=30720", "--model.eval_every=-1", config="configs/trpo_cartpole.yaml",
+                     root=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     model = lp.TRPO.load_from_checkpoint(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
-    assert lp.evaluate(model, 10)[0] >= 475
+    assert lp.evaluate(model, 10)[0] >= 150  # random play: about 22
