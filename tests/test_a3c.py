@@ -1,5 +1,6 @@
 """A3C: the learner applies each worker's gradient as one optimizer step; workers learn CartPole together; a
 worker's error or death stops the run naming it and leaves no process; Ctrl+C saves and the run resumes."""
+import csv
 import os
 import signal
 import subprocess
@@ -65,11 +66,18 @@ def test_each_gradient_is_one_optimizer_step_as_if_computed_here(direct, monkeyp
 
 
 def test_workers_learn_cartpole_together(tmp_path):
-    """The short form of `python benchmarks/learning.py configs/a3c_cartpole.yaml` (500k steps)."""
-    result = run_cli("--model.total_timesteps=50000", "--model.eval_every=-1", config=A3C, root=tmp_path)
+    """The short form of `python benchmarks/learning.py configs/a3c_cartpole.yaml` (500k steps: 500 on seeds 0,
+    1 and 2). Asynchronous, so not repeatable: how stale the gradients are depends on the machine's load, and
+    a CartPole policy this early may still swing between good and poor from one evaluation to the next (a
+    busy machine once ended at 27.9 after evaluating 500 at 25k steps). So: its evaluations every 20k steps
+    reach 300 at least once, and best.ckpt holds that policy."""
+    result = run_cli("--model.total_timesteps=100000", "--model.eval_every=20000", config=A3C, root=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    model = lp.A3C.load_from_checkpoint(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
-    assert model.num_timesteps >= 50_000 and lp.evaluate(model, 10)[0] >= 150  # random play: about 22
+    with open(run_folder(tmp_path) / "metrics.csv") as file:
+        evals = [float(row["eval/return_mean"]) for row in csv.DictReader(file) if row["eval/return_mean"]]
+    assert len(evals) == 5 and max(evals) >= 300, evals  # random play: about 22
+    best = lp.A3C.load_from_checkpoint(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
+    assert lp.evaluate(best, 10)[0] >= 200  # from other start states than its evaluation
 
 
 def test_a_killed_worker_stops_the_run_by_name_and_leaves_no_process(tmp_path):
