@@ -8,7 +8,7 @@ takes thousands of steps; ``benchmarks/update_step.py`` measures it). Where none
 (one device, a precision without gradient scaling, no profiler, and no override of the hooks the public path
 calls in the module or any callback), the same step is taken directly and counted as Lightning counts it. This
 module is the only place that touches Lightning's internals: where they are not as expected it takes the
-public path.
+public path (and :func:`let_backward_leave_parameters_out` sets DDP's unused-parameter detection).
 """
 from __future__ import annotations
 
@@ -91,6 +91,16 @@ class OptimizerSteps:
             return
         pieces = gradient.to(params[0].device, params[0].dtype).split([p.numel() for p in params])
         self.step(module, sum((p * g.view_as(p)).sum() for p, g in zip(params, pieces)), optimizer, max_grad_norm)
+
+
+def let_backward_leave_parameters_out(trainer: pl.Trainer) -> None:
+    """Under DDP, accept a backward that gives some parameters no gradient (an off-policy critic step leaves the
+    actor out, TRPO's critic steps the policy): DDP's ``find_unused_parameters``, set before the strategy wraps
+    the module (Lightning's ``setup`` hook runs first). Without it DDP stops at the first such step.
+    Lightning's ``ddp_find_unused_parameters_true`` strategy is the same setting; this makes plain ``ddp`` work."""
+    kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
+    if isinstance(kwargs, dict) and trainer.world_size > 1:
+        kwargs["find_unused_parameters"] = True
 
 
 def _clip_flat(grad: Tensor, max_norm: float) -> None:

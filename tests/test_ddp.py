@@ -3,6 +3,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli, run_folder
 
 
@@ -15,6 +17,30 @@ def test_ppo_under_ddp_counts_env_steps_over_both_ranks(tmp_path):
     # full-batch epochs reach 8192. Counting one rank only would take 32 rollouts (640 optimizer steps).
     assert state["lightning_pg"]["num_timesteps"] == 8192
     assert state["global_step"] == 16 * 20
+
+
+OFF_POLICY = ("--model.total_timesteps=600", "--model.learning_starts=200", "--model.batch_size=64")
+
+
+@pytest.mark.parametrize("config, args", [
+    ("reinforce_cartpole.yaml", ("--model.total_timesteps=2000",)),
+    ("a2c_cartpole.yaml", ("--model.total_timesteps=2000",)),
+    ("trpo_cartpole.yaml", ("--model.total_timesteps=4096",)),  # its policy step averages over the ranks itself
+    ("ppo_pendulum_gsde.yaml", ("--model.total_timesteps=8192",)),
+    ("sac_pendulum.yaml", OFF_POLICY),  # several optimizers: each step leaves parameters out
+    ("td3_pendulum.yaml", OFF_POLICY),
+    ("ddpg_pendulum.yaml", OFF_POLICY),
+])
+def test_every_algorithm_trains_under_plain_ddp_with_the_same_weights_on_every_rank(tmp_path, config, args):
+    report = tmp_path / "weights.txt"
+    result = run_cli("--trainer.strategy=ddp", "--trainer.devices=2", "--model.eval_every=-1", *args,
+                     '--trainer.callbacks=[{class_path: tests.ddp_checks.SameWeightsOnEveryRank}]',
+                     config=f"configs/{config}", root=tmp_path, timeout=300,
+                     env=cli_env(WEIGHTS_REPORT=str(report)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    budget = int(args[0].split("=")[1])
+    assert ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")["lightning_pg"]["num_timesteps"] >= budget
+    assert float(report.read_text()) == 0.0  # DDP's averaged gradients (TRPO: its averaged natural gradient)
 
 
 def test_a_stop_that_reaches_one_rank_stops_every_rank_at_the_same_batch_and_saves(tmp_path):

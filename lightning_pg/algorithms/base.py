@@ -33,7 +33,7 @@ from lightning_pg.envs import VECTORIZATIONS, check_spaces, flatten_observations
 from lightning_pg.errors import ConfigError, EnvError, TrainingDiverged
 from lightning_pg.networks.encoders import has_images
 from lightning_pg.optim import adam, contiguous
-from lightning_pg.optimizer_steps import OptimizerSteps
+from lightning_pg.optimizer_steps import OptimizerSteps, let_backward_leave_parameters_out
 from lightning_pg.schedules import ScheduleSpec, crossed, parse_schedule
 from lightning_pg.trust import check_saved_hyperparameters, read_checkpoint
 
@@ -571,6 +571,14 @@ class RLModule(pl.LightningModule):
                 f"to train, and resuming would only rewrite its last.ckpt. Fix: raise --model.total_timesteps above "
                 f"{done} to train on, or evaluate it with `python -m lightning_pg validate`."
             )
+
+    #: whether some gradient steps leave parameters out of their loss (several optimizers, a critic fitted
+    #: apart): DDP then needs to expect it
+    partial_backward = False
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.partial_backward:
+            let_backward_leave_parameters_out(self.trainer)
 
     def on_fit_start(self) -> None:
         if self.num_timesteps:  # restored (or fitted before)

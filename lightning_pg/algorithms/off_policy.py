@@ -139,6 +139,8 @@ class OffPolicyModule(RLModule):
         """y = r + γ (1 − terminated) V(s'): only termination cuts the bootstrap, a time-limit cut does not."""
         return batch["rewards"] + self.hparams.gamma * (1.0 - batch["terminated"].float()) * next_values
 
+    partial_backward = True  # the critic's steps leave the actor out, the actor's the critic
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
         if not self.hparams.save_replay_buffer:

@@ -194,15 +194,7 @@ class TRPO(OnPolicyModule):
                 rows = order[start : start + batch_size]
                 yield {"obs": batch["obs"][rows], "returns": batch["returns"][rows]}
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        if self.trainer.world_size > 1 and not getattr(self.trainer.strategy, "_ddp_kwargs", {}).get(
-                "find_unused_parameters", False):
-            raise ConfigError(
-                "TRPO's critic steps leave the policy's weights out of the loss, which plain DDP refuses (it expects "
-                "a gradient for every weight). Fix: --trainer.strategy ddp_find_unused_parameters_true (the policy "
-                "step averages its gradients and Fisher-vector products over the ranks itself)."
-            )
+    partial_backward = True  # the critic's steps leave the policy out (under DDP, so does its natural gradient)
 
     def _mean_over_ranks(self, value: Tensor) -> Tensor:
         """The mean over the DDP ranks (each holds a rollout of the same size): every rank takes the same step."""
