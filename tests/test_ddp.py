@@ -1,4 +1,5 @@
 """Lightning's DDP on CPU (two processes, gloo): env steps are summed over ranks and ranks play their own envs."""
+import csv
 import signal
 import subprocess
 import time
@@ -59,3 +60,17 @@ def test_a_stop_that_reaches_one_rank_stops_every_rank_at_the_same_batch_and_sav
     assert "Stopped by SIGTERM" in stderr and "Stopped at once" not in stderr
     state = ckpt_state(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
     assert 0 < state["lightning_pg"]["num_timesteps"] < 10000000
+
+
+def test_logged_episodes_cover_every_rank(tmp_path):
+    """Episodes of exactly 10 steps: 8192 env steps over both ranks end about 819 of them, and the logged counts
+    add up to that (rank 0's alone would be half)."""
+    result = run_cli("--trainer.strategy=ddp", "--trainer.devices=2", "--model.total_timesteps=8192",
+                     "--model.eval_every=-1", "--model.log_every=512", "--model.env_id=tests.envs:Counter",
+                     "--model.env_kwargs={max_episode_steps: 10}", config="configs/ppo_cartpole.yaml", root=tmp_path,
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(run_folder(tmp_path) / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row["train/episodes"]]
+    assert 8192 // 10 - 2 * 8 <= sum(float(r["train/episodes"]) for r in rows) <= 8192 // 10  # less the open ones
+    assert all(float(r["train/episode_return"]) == 10.0 and float(r["train/episode_length"]) == 10.0 for r in rows)

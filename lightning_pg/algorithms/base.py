@@ -27,6 +27,7 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
+from torchmetrics import SumMetric
 
 from lightning_pg.data.base import EnvSettings
 from lightning_pg.envs import VECTORIZATIONS, check_spaces, flatten_observations, make_env
@@ -177,6 +178,9 @@ class RLModule(pl.LightningModule):
         self.evaluated_at = -1  # num_timesteps of the latest evaluation (the checkpoint callback watches it)
         self._episode_returns: list[float] = []
         self._episode_lengths: list[int] = []
+        # sums of the episodes' returns and lengths and their count between two writes, over every rank (synced
+        # when written: every rank writes at the same env step); not in the checkpoint
+        self._episode_sums = nn.ModuleList(SumMetric() for _ in range(3))
         self.last_episode_return: float | None = None
         self._log_clock = (0, time.perf_counter())
         self._checkpoint_data_state: list[dict[str, Any]] | None = None  # the train iterable's, see on_train_start
@@ -548,13 +552,24 @@ class RLModule(pl.LightningModule):
         now = time.perf_counter()
         out = {k: float(v) for k, v in metrics.items()}
         out["time/sps"] = (self.num_timesteps - steps) / max(now - clock, 1e-9)
-        if self._episode_returns:
-            out["train/episode_return"] = float(np.mean(self._episode_returns))
-            out["train/episode_length"] = float(np.mean(self._episode_lengths))
-            self._episode_returns.clear()
-            self._episode_lengths.clear()
+        out.update(self._episode_metrics())
         self._log_clock = (self.num_timesteps, now)
         self._to_loggers(out)
+
+    def _episode_metrics(self) -> dict[str, float]:
+        """Mean return and length, and the count, of the episodes that ended since the last write on every rank."""
+        returns, lengths, count = self._episode_sums
+        returns.update(torch.tensor(self._episode_returns, dtype=torch.float32))
+        lengths.update(torch.tensor(self._episode_lengths, dtype=torch.float32))
+        count.update(torch.tensor(float(len(self._episode_returns))))
+        n = float(count.compute())  # (all-gathers under DDP)
+        out = {"train/episode_return": float(returns.compute()) / n,
+               "train/episode_length": float(lengths.compute()) / n, "train/episodes": n} if n else {}
+        for metric in self._episode_sums:
+            metric.reset()
+        self._episode_returns.clear()
+        self._episode_lengths.clear()
+        return out
 
     def _to_loggers(self, metrics: dict[str, float]) -> None:
         metrics = {**metrics, "time/env_steps": self.num_timesteps}
