@@ -104,7 +104,7 @@ class RLCLI(LightningCLI):
         # repeated. DDP workers Lightning launches take their rank 0's (it passes PL_GLOBAL_SEED on).
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("seed_everything") is True and self.subcommand == "fit":
-            worker = os.environ.get("LOCAL_RANK", "0") != "0" and "PL_GLOBAL_SEED" in os.environ
+            worker = not _first_process() and "PL_GLOBAL_SEED" in os.environ
             config["seed_everything"] = int(os.environ["PL_GLOBAL_SEED"]) if worker else secrets.randbelow(2**31)
         super()._set_seed()
 
@@ -155,8 +155,12 @@ class RLCLI(LightningCLI):
             run = str(path.parent.parent) if continues else None
         self.continues_run = fit and run is not None  # its W&B run and metrics.csv go on
         if fit and not checkpoint.get("dirpath"):
-            if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_FOLDER_VARIABLE):
+            if not _first_process() and os.environ.get(RUN_FOLDER_VARIABLE):
                 run = os.environ[RUN_FOLDER_VARIABLE]  # a DDP worker Lightning launched: its rank 0's run folder
+            elif not _first_process() and not run:
+                # another node's process (torchrun, srun): rank 0 makes the run folder and writes everything
+                # there (checkpoint folders are broadcast from it); this one only needs a path
+                run = _new_run(root)
             trainer["default_root_dir"] = run or _claim_new_run(root)
             os.environ[RUN_FOLDER_VARIABLE] = trainer["default_root_dir"]  # inherited by the workers it launches
 
@@ -167,7 +171,7 @@ class RLCLI(LightningCLI):
         done = int(checkpoint["lightning_pg"]["num_timesteps"]) if checkpoint else 0
         self.model.check_budget_left(done)
         self.model.check_fit_memory()
-        first = os.environ.get("LOCAL_RANK", "0") == "0"  # (DDP workers Lightning launches have LOCAL_RANK 1, 2, ...)
+        first = _first_process()
         if first:  # the run folder: its inputs are good
             os.makedirs(self.trainer.default_root_dir, exist_ok=True)
         if self.trainer.num_devices * self.trainer.num_nodes == 1:  # (under DDP rank 0 takes it in setup)
@@ -187,7 +191,7 @@ class RLCLI(LightningCLI):
                                                              if checkpoint else ""))
 
     def after_fit(self) -> None:
-        if os.environ.get("LOCAL_RANK", "0") != "0":
+        if not _first_process():
             return
         for callback in self.trainer.checkpoint_callbacks:
             files = [p for p in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")) if p]
@@ -280,6 +284,15 @@ class RLCLI(LightningCLI):
 
 RUN_PREFIX = "run_"
 RUN_FOLDER_VARIABLE = "LIGHTNING_PG_RUN_FOLDER"
+
+
+def _first_process() -> bool:
+    """Whether this is the run's global rank 0, from what its launcher set before torch.distributed starts:
+    torchrun's RANK, srun's SLURM_PROCID, or Lightning's own NODE_RANK and LOCAL_RANK (a plain run: yes)."""
+    for variable in ("RANK", "SLURM_PROCID"):
+        if variable in os.environ:
+            return os.environ[variable] == "0"
+    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def _default_root(config: Any) -> str:

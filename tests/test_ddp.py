@@ -74,3 +74,35 @@ def test_logged_episodes_cover_every_rank(tmp_path):
         rows = [row for row in csv.DictReader(file) if row["train/episodes"]]
     assert 8192 // 10 - 2 * 8 <= sum(float(r["train/episodes"]) for r in rows) <= 8192 // 10  # less the open ones
     assert all(float(r["train/episode_return"]) == 10.0 and float(r["train/episode_length"]) == 10.0 for r in rows)
+
+
+def _two_nodes(root, *args):
+    """torchrun on two "nodes" of this machine (one process each, master 127.0.0.1): their return codes."""
+    import socket
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
+                               "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                               *cli_args("--trainer.strategy=ddp", "--trainer.num_nodes=2", "--trainer.devices=1",
+                                         "--model.eval_every=-1", *args, config="configs/ppo_cartpole.yaml",
+                                         root=root)[1:]],
+                              cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for node in (0, 1)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    return [proc.returncode for proc in procs], [err for _, err in outputs]
+
+
+def test_two_nodes_train_into_one_run_folder_and_resume(tmp_path):
+    codes, errors = _two_nodes(tmp_path, "--model.total_timesteps=4096")
+    assert codes == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_1"]  # rank 0's; the other node wrote nothing
+    assert "lightning_pg: run folder" in errors[0] and "lightning_pg: run folder" not in errors[1]  # one summary
+    last = tmp_path / "run_1" / "checkpoints" / "last.ckpt"
+    assert ckpt_state(last)["lightning_pg"]["num_timesteps"] == 4096
+    codes, errors = _two_nodes(tmp_path, "--model.total_timesteps=8192", "--ckpt_path=last")
+    assert codes == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_1"]
+    assert ckpt_state(last)["lightning_pg"]["num_timesteps"] == 8192
