@@ -11,6 +11,7 @@ import torch
 
 from tests.helpers import REPO, ckpt_state, cli_args, cli_env, csv_logger, csv_rows, run_cli, run_folder
 
+DDP = ["--trainer.strategy=ddp", "--trainer.devices=2"]
 BIT_IDENTICAL = {
     # config: (budget, extra args); budgets keep each run to a few seconds of training
     "ppo_cartpole.yaml": (30_720, ["--model.eval_every=8192"]),
@@ -21,13 +22,17 @@ BIT_IDENTICAL = {
     # off-policy: the replay buffer, the noise process and the target networks come back too
     **{config: (2_000, ["--model.eval_every=1000", "--model.learning_starts=300", "--model.network=[64,64]"])
        for config in ("sac_pendulum.yaml", "td3_pendulum.yaml", "ddpg_pendulum.yaml")},
+    # two DDP processes: every rank's envs, RNG streams and replay buffer come back to that rank
+    "ppo_cartpole.yaml ddp": (30_720, ["--model.eval_every=8192", *DDP]),
+    "sac_pendulum.yaml ddp": (2_000, ["--model.eval_every=1000", "--model.learning_starts=300",
+                                      "--model.network=[64,64]", *DDP]),
 }
 
 
 def _fit_args(config, budget, extra, root):
     return cli_args(f"--model.total_timesteps={budget}", "--seed_everything=7", "--model.log_every=200",
-                    "--checkpoint.every_n_env_steps=1000000000", *extra, config=f"configs/{config}", root=root,
-                    logger=csv_logger(root))
+                    "--checkpoint.every_n_env_steps=1000000000", *extra, config=f"configs/{config.split()[0]}",
+                    root=root, logger=csv_logger(root))
 
 
 def _wait_for_progress(root, proc, timeout=120):

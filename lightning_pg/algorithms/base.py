@@ -456,6 +456,16 @@ class RLModule(pl.LightningModule):
             "num_timesteps": self.num_timesteps,
             "wandb_run_id": self._wandb_run_id(),
         }
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # buffers each rank keeps for itself (running observation and reward statistics): every rank's, so a
+            # resumed rank gets its own back (state_dict holds rank 0's)
+            import torch.distributed as dist
+
+            names = {name for name, _ in self.named_buffers()}
+            mine = {k: v.detach().cpu() for k, v in self.state_dict().items() if k in names}
+            ranks: list[Any] = [None] * self.trainer.world_size
+            dist.all_gather_object(ranks, mine)
+            checkpoint["lightning_pg"]["rank_buffers"] = ranks
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
@@ -516,6 +526,9 @@ class RLModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = self.check_checkpoint(checkpoint)
         self.num_timesteps = int(state["num_timesteps"])
+        ranks = state.get("rank_buffers")
+        if ranks and self._trainer is not None and len(ranks) == self.trainer.world_size:
+            checkpoint["state_dict"].update(ranks[self.global_rank])  # (loaded into the module after this hook)
         self._checkpoint_data_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get(
             "combined_loader")
 
@@ -600,8 +613,9 @@ class RLModule(pl.LightningModule):
             self.check_budget_left(self.num_timesteps)
         self._log_clock = (self.num_timesteps, time.perf_counter())
         self._fit_clock = (self.num_timesteps, time.perf_counter())
-        if self.trainer.world_size > 1:  # seed_everything gives every rank the same stream: decorrelate the
-            # ranks' action noise and shuffles (each rank's envs already have their own seeds)
+        if self.trainer.world_size > 1 and not self.num_timesteps:  # seed_everything gives every rank the same
+            # stream: decorrelate the ranks' action noise and shuffles (each rank's envs already have their own
+            # seeds); a resumed run takes every rank's own streams back from the checkpoint instead
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()) + 7919 * self.global_rank)
         for logger in self.loggers:  # W&B: plot every metric against env steps
             if type(logger).__name__ == "WandbLogger" and self.trainer.is_global_zero:

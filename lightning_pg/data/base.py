@@ -184,6 +184,29 @@ class EnvIterable(IterableDataset):
 
     # ---- resuming ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """:meth:`rank_state`; under DDP every rank's, gathered into the checkpoint (``{"ranks": [...]}``), so
+        that each rank resumes its own envs and streams."""
+        state = self.rank_state()
+        trainer = self.module._trainer
+        if trainer is None or trainer.world_size == 1:
+            return state
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * trainer.world_size
+        dist.all_gather_object(gathered, state)  # (every rank saves at the same batch: see RLCheckpoint)
+        return {"ranks": gathered}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        world = self.module.trainer.world_size
+        saved = len(state["ranks"]) if "ranks" in state else 1
+        if saved != world:
+            # another number of processes: whose streams would each rank take? Fresh envs from each rank's seed.
+            rank_zero_warn(f"The checkpoint was written by {saved} process(es) and this run has {world}: envs and RNG "
+                           "streams restart per process (the weights, optimizer and counters resume).")
+            return
+        self.load_rank_state(state["ranks"][self.module.global_rank] if "ranks" in state else state)
+
+    def rank_state(self) -> dict[str, Any]:
         """What a resumed run needs to continue exactly where this one stands (saved by Lightning with the
         checkpoint, at a batch boundary): every RNG stream, the envs themselves where they pickle (the
         sub-envs' states and seeds, the action-space sampler), the latest observations, the return and
@@ -218,13 +241,7 @@ class EnvIterable(IterableDataset):
             state["discounted_return"] = self.reward_scaler.discounted_return.cpu()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.module.trainer.world_size > 1:
-            # the checkpoint holds rank 0's streams only: restoring them on every rank would make all ranks
-            # play the same episodes. Each rank builds fresh envs from its own seed instead.
-            rank_zero_warn("Resuming under a multi-process strategy: envs and RNG streams restart per rank "
-                           "(exact resume is single-process).")
-            return
+    def load_rank_state(self, state: dict[str, Any]) -> None:
         set_rng_state(state["rng"])
         if self._restore_envs(state) and self.reward_scaler is not None and state.get("discounted_return") is not None:
             self.reward_scaler.discounted_return = state["discounted_return"].to(self.module.device)

@@ -138,18 +138,18 @@ class ReplayIterable(EnvIterable):
             batch.update({key: value.view(*shape, *value.shape[1:]) for key, value in sample.items()})
         return batch
 
-    def state_dict(self) -> dict[str, Any]:
+    def rank_state(self) -> dict[str, Any]:
         """The shared iterable state (RNGs, envs, observations) and, unless ``save_replay_buffer`` is off, the
         buffer's filled rows and position."""
-        state = super().state_dict()
+        state = super().rank_state()
         if self.save_buffer:
             state["replay_buffer"] = self.buffer.state_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_rank_state(self, state: dict[str, Any]) -> None:
         if "replay_buffer" in state:
             self.buffer.load_state_dict(state["replay_buffer"])
         else:
             rank_zero_info(f"{type(self.module).__name__}: no replay buffer in the checkpoint (save_replay_buffer="
                            "False): refilling it with the current policy, without random warm-up, before updating.")
-        super().load_state_dict(state)
+        super().load_rank_state(state)
