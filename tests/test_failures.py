@@ -316,7 +316,7 @@ def test_wandb_online_without_a_network_falls_back_to_offline(tmp_path):
 @pytest.mark.parametrize("config, extra, said", [
     ("configs/a2c_cartpole.yaml", ["--model.normalize_reward=true"], "the reward normalizer's running returns restart"),
     ("configs/ddpg_pendulum.yaml", ["--model.action_noise=ornstein-uhlenbeck", "--model.learning_starts=100"],
-     "exploration noise is for another num_envs: it restarts at 0"),
+     "exploration noise is for another num_envs or number of processes: it restarts at 0"),
 ])
 def test_resume_with_fewer_envs_restores_what_still_fits_and_says_what_restarts(tmp_path, config, extra, said):
     common = [*extra, "--model.eval_every=-1", "--checkpoint.every_n_env_steps=100"]

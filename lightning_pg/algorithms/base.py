@@ -459,13 +459,28 @@ class RLModule(pl.LightningModule):
         if self._trainer is not None and self.trainer.world_size > 1:
             # buffers each rank keeps for itself (running observation and reward statistics): every rank's, so a
             # resumed rank gets its own back (state_dict holds rank 0's)
-            import torch.distributed as dist
-
             names = {name for name, _ in self.named_buffers()}
-            mine = {k: v.detach().cpu() for k, v in self.state_dict().items() if k in names}
-            ranks: list[Any] = [None] * self.trainer.world_size
-            dist.all_gather_object(ranks, mine)
-            checkpoint["lightning_pg"]["rank_buffers"] = ranks
+            checkpoint["lightning_pg"]["rank_buffers"] = self.gather_ranks(
+                {k: v.detach().cpu() for k, v in self.state_dict().items() if k in names})
+
+    def gather_ranks(self, value: Any) -> Any:
+        """``value`` itself in one process; under DDP every rank's, as ``{"ranks": [...]}``, for a checkpoint
+        entry each rank takes its own back from (:meth:`own_rank`). A collective: every rank calls it, as every
+        rank saves a checkpoint at the same batch."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        ranks: list[Any] = [None] * self.trainer.world_size
+        dist.all_gather_object(ranks, value)
+        return {"ranks": ranks}
+
+    def own_rank(self, saved: Any) -> tuple[bool, Any]:
+        """``(True, this rank's entry)`` of what :meth:`gather_ranks` saved, or ``(False, None)`` when another
+        number of processes wrote it (a one-process entry counts as one rank's)."""
+        ranks = saved["ranks"] if isinstance(saved, dict) and "ranks" in saved else [saved]
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return (True, ranks[self.global_rank]) if len(ranks) == world else (False, None)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
@@ -526,9 +541,10 @@ class RLModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = self.check_checkpoint(checkpoint)
         self.num_timesteps = int(state["num_timesteps"])
-        ranks = state.get("rank_buffers")
-        if ranks and self._trainer is not None and len(ranks) == self.trainer.world_size:
-            checkpoint["state_dict"].update(ranks[self.global_rank])  # (loaded into the module after this hook)
+        if "rank_buffers" in state:
+            found, buffers = self.own_rank(state["rank_buffers"])
+            if found:
+                checkpoint["state_dict"].update(buffers)  # (loaded into the module after this hook)
         self._checkpoint_data_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get(
             "combined_loader")
 

@@ -114,14 +114,16 @@ class DDPG(OffPolicyModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        if self.noise is not None:
-            checkpoint["off_policy"]["noise"] = self.noise.state_dict()
+        if self.noise is not None:  # each rank's own process
+            checkpoint["off_policy"]["noise"] = self.gather_ranks(self.noise.state_dict())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.noise is not None and "noise" in checkpoint["off_policy"]:
-            if not self.noise.load_state_dict(checkpoint["off_policy"]["noise"]):
-                rank_zero_warn("The checkpoint's exploration noise is for another num_envs: it restarts at 0.")
+            found, noise = self.own_rank(checkpoint["off_policy"]["noise"])
+            if not found or not self.noise.load_state_dict(noise):
+                rank_zero_warn("The checkpoint's exploration noise is for another num_envs or number of processes: it "
+                               "restarts at 0.")
 
     def configure_optimizers(self) -> Any:
         lr = self.scheduled(self.hparams.learning_rate)

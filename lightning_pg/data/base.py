@@ -186,25 +186,18 @@ class EnvIterable(IterableDataset):
     def state_dict(self) -> dict[str, Any]:
         """:meth:`rank_state`; under DDP every rank's, gathered into the checkpoint (``{"ranks": [...]}``), so
         that each rank resumes its own envs and streams."""
-        state = self.rank_state()
-        trainer = self.module._trainer
-        if trainer is None or trainer.world_size == 1:
-            return state
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * trainer.world_size
-        dist.all_gather_object(gathered, state)  # (every rank saves at the same batch: see RLCheckpoint)
-        return {"ranks": gathered}
+        return self.module.gather_ranks(self.rank_state())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        world = self.module.trainer.world_size
-        saved = len(state["ranks"]) if "ranks" in state else 1
-        if saved != world:
+        found, mine = self.module.own_rank(state)
+        if not found:
             # another number of processes: whose streams would each rank take? Fresh envs from each rank's seed.
-            rank_zero_warn(f"The checkpoint was written by {saved} process(es) and this run has {world}: envs and RNG "
-                           "streams restart per process (the weights, optimizer and counters resume).")
+            saved = len(state["ranks"]) if "ranks" in state else 1
+            rank_zero_warn(f"The checkpoint was written by {saved} process(es) and this run has "
+                           f"{self.module.trainer.world_size}: envs and RNG streams restart per process (the weights, "
+                           "optimizer and counters resume).")
             return
-        self.load_rank_state(state["ranks"][self.module.global_rank] if "ranks" in state else state)
+        self.load_rank_state(mine)
 
     def rank_state(self) -> dict[str, Any]:
         """What a resumed run needs to continue exactly where this one stands (saved by Lightning with the
