@@ -287,12 +287,17 @@ RUN_FOLDER_VARIABLE = "LIGHTNING_PG_RUN_FOLDER"
 
 
 def _first_process() -> bool:
-    """Whether this is the run's global rank 0, from what its launcher set before torch.distributed starts:
-    torchrun's RANK, srun's SLURM_PROCID, or Lightning's own NODE_RANK and LOCAL_RANK (a plain run: yes)."""
-    for variable in ("RANK", "SLURM_PROCID"):
-        if variable in os.environ:
-            return os.environ[variable] == "0"
-    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+    """Whether this is the run's global rank 0, from what its launcher set before torch.distributed starts, in
+    Lightning's order: torchrun's RANK (with a WORLD_SIZE above 1), the LOCAL_RANK and NODE_RANK of processes
+    Lightning started itself (also inside an interactive SLURM job), then srun's SLURM_PROCID where Lightning
+    uses SLURM; a plain run is."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+        return os.environ["RANK"] == "0"
+    if "LOCAL_RANK" in os.environ or "NODE_RANK" in os.environ:
+        return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return not SLURMEnvironment.detect() or os.environ.get("SLURM_PROCID", "0") == "0"
 
 
 def _default_root(config: Any) -> str:

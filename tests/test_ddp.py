@@ -106,3 +106,34 @@ def test_two_nodes_train_into_one_run_folder_and_resume(tmp_path):
     assert codes == [0, 0], errors[0][-2000:] + errors[1][-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_1"]
     assert ckpt_state(last)["lightning_pg"]["num_timesteps"] == 8192
+
+
+@pytest.mark.parametrize("env, first", [
+    ({}, True),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, False),  # torchrun, another node's process
+    ({"RANK": "1"}, True),  # a stray RANK in a one-process run
+    ({"LOCAL_RANK": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "interactive"}, False),
+    ({"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train"}, False),  # srun's second task
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train"}, True),
+])
+def test_the_cli_tells_the_runs_first_process_as_lightning_does(monkeypatch, env, first):
+    from lightning_pg.cli import _first_process
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _first_process() is first
+
+
+def test_episode_metrics_keep_full_precision_whatever_the_weights_precision():
+    import torch
+
+    import lightning_pg as lp
+
+    model = lp.PPO(env_id="CartPole-v1").to(torch.bfloat16)  # what bf16-true does to the module
+    model._episode_returns += [7.0] * 300 + [7.25]
+    model._episode_lengths += [7] * 301
+    metrics = model._episode_metrics()
+    assert metrics["train/episodes"] == 301.0 and metrics["train/episode_length"] == 7.0
+    assert metrics["train/episode_return"] == (7.0 * 300 + 7.25) / 301

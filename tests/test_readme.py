@@ -77,8 +77,17 @@ def run_command(session, command):
     shell(session, shlex.join(words), **env)
 
 
-@pytest.mark.parametrize("line, language, text", BLOCKS, ids=[f"README.md:{line}" for line, _, _ in BLOCKS])
-def test_readme_block(session, line, language, text):
+def test_readme_runs_as_written_top_to_bottom(session):
+    """One test, not one per block: the blocks build on each other (one folder, earlier runs), so they must run
+    in order in one process, which parallel test workers would not guarantee."""
+    for line, language, text in BLOCKS:
+        try:
+            run_block(session, line, language, text)
+        except AssertionError as exc:
+            raise AssertionError(f"README.md:{line}: {exc}") from exc
+
+
+def run_block(session, line, language, text):
     if language == "bash":
         for command in commands(text):
             if "pip install" in command:

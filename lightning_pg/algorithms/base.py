@@ -179,8 +179,9 @@ class RLModule(pl.LightningModule):
         self._episode_returns: list[float] = []
         self._episode_lengths: list[int] = []
         # sums of the episodes' returns and lengths and their count between two writes, over every rank (synced
-        # when written: every rank writes at the same env step); not in the checkpoint
-        self._episode_sums = nn.ModuleList(SumMetric() for _ in range(3))
+        # when written: every rank writes at the same env step); float64, and not submodules, so that no
+        # precision's cast of the module rounds them; not in the checkpoint
+        self._episode_sums = [SumMetric().set_dtype(torch.float64) for _ in range(3)]
         self.last_episode_return: float | None = None
         self._log_clock = (0, time.perf_counter())
         self._checkpoint_data_state: list[dict[str, Any]] | None = None  # the train iterable's, see on_train_start
@@ -463,6 +464,23 @@ class RLModule(pl.LightningModule):
             checkpoint["lightning_pg"]["rank_buffers"] = self.gather_ranks(
                 {k: v.detach().cpu() for k, v in self.state_dict().items() if k in names})
 
+    def decorrelate_ranks(self) -> None:
+        """seed_everything gives every rank the same torch stream: make each rank's its own (action noise,
+        shuffles; each rank's envs have seeds of their own already)."""
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()) + 7919 * self.global_rank)
+
+    def _check_ranks_agree(self) -> None:
+        """Every rank starts from the same env step (they take every decision on that clock together)."""
+        steps = self.trainer.strategy.reduce(torch.tensor([self.num_timesteps, -self.num_timesteps],
+                                                          dtype=torch.float64, device=self.device), reduce_op="max")
+        if steps[0] != -steps[1]:
+            raise ConfigError(
+                f"The processes of this run start at different env steps ({int(-steps[1])} to {int(steps[0])}): some "
+                "resumed a checkpoint that others could not find (a node without the file system that holds it). "
+                "Fix: give every node the same checkpoint (a shared file system, or a copy at the same path) and "
+                "pass it as --ckpt_path."
+            )
+
     def gather_ranks(self, value: Any) -> Any:
         """``value`` itself in one process; under DDP every rank's, as ``{"ranks": [...]}``, for a checkpoint
         entry each rank takes its own back from (:meth:`own_rank`). A collective: every rank calls it, as every
@@ -471,8 +489,8 @@ class RLModule(pl.LightningModule):
             return value
         import torch.distributed as dist
 
-        ranks: list[Any] = [None] * self.trainer.world_size
-        dist.all_gather_object(ranks, value)
+        ranks: list[Any] | None = [None] * self.trainer.world_size if self.global_rank == 0 else None
+        dist.gather_object(value, ranks, dst=0)  # rank 0 writes the checkpoint; the others hold one copy only
         return {"ranks": ranks}
 
     def own_rank(self, saved: Any) -> tuple[bool, Any]:
@@ -587,10 +605,10 @@ class RLModule(pl.LightningModule):
 
     def _episode_metrics(self) -> dict[str, float]:
         """Mean return and length, and the count, of the episodes that ended since the last write on every rank."""
-        returns, lengths, count = self._episode_sums
-        returns.update(torch.tensor(self._episode_returns, dtype=torch.float32))
-        lengths.update(torch.tensor(self._episode_lengths, dtype=torch.float32))
-        count.update(torch.tensor(float(len(self._episode_returns))))
+        returns, lengths, count = (metric.to(self.device) for metric in self._episode_sums)  # (NCCL syncs on GPUs)
+        returns.update(torch.tensor(self._episode_returns, dtype=torch.float64))
+        lengths.update(torch.tensor(self._episode_lengths, dtype=torch.float64))
+        count.update(torch.tensor(float(len(self._episode_returns)), dtype=torch.float64))
         n = float(count.compute())  # (all-gathers under DDP)
         out = {"train/episode_return": float(returns.compute()) / n,
                "train/episode_length": float(lengths.compute()) / n, "train/episodes": n} if n else {}
@@ -629,10 +647,10 @@ class RLModule(pl.LightningModule):
             self.check_budget_left(self.num_timesteps)
         self._log_clock = (self.num_timesteps, time.perf_counter())
         self._fit_clock = (self.num_timesteps, time.perf_counter())
-        if self.trainer.world_size > 1 and not self.num_timesteps:  # seed_everything gives every rank the same
-            # stream: decorrelate the ranks' action noise and shuffles (each rank's envs already have their own
-            # seeds); a resumed run takes every rank's own streams back from the checkpoint instead
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()) + 7919 * self.global_rank)
+        if self.trainer.world_size > 1:
+            self._check_ranks_agree()
+        if self.trainer.world_size > 1 and not self.num_timesteps:  # (a resumed run takes every rank's own
+            self.decorrelate_ranks()                                 # streams back from the checkpoint instead)
         for logger in self.loggers:  # W&B: plot every metric against env steps
             if type(logger).__name__ == "WandbLogger" and self.trainer.is_global_zero:
                 logger.experiment.define_metric("*", step_metric="time/env_steps")

@@ -196,6 +196,8 @@ class EnvIterable(IterableDataset):
             rank_zero_warn(f"The checkpoint was written by {saved} process(es) and this run has "
                            f"{self.module.trainer.world_size}: envs and RNG streams restart per process (the weights, "
                            "optimizer and counters resume).")
+            if self.module.trainer.world_size > 1:
+                self.module.decorrelate_ranks()
             return
         self.load_rank_state(mine)
 
