@@ -27,9 +27,21 @@ def evaluate(
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
-    num_envs = min(n_episodes, MAX_EVAL_ENVS)
-    quota = np.full(num_envs, n_episodes // num_envs)
-    quota[: n_episodes % num_envs] += 1
+    returns = episode_returns(model, n_episodes, seed, deterministic)
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def episode_returns(model: "RLModule", n_episodes: int, seed: int, deterministic: bool = True,
+                    shard: tuple[int, int] = (0, 1)) -> list[float]:
+    """The returns :func:`evaluate` averages. ``shard=(k, n)``: only eval envs ``k, k + n, ...`` (with their
+    seeds and quotas), so that n processes each play a share of the same episodes (DDP's evaluation)."""
+    total_envs = min(n_episodes, MAX_EVAL_ENVS)
+    quotas = np.full(total_envs, n_episodes // total_envs)
+    quotas[: n_episodes % total_envs] += 1
+    mine = np.arange(shard[0], total_envs, shard[1])
+    if not len(mine):
+        return []
+    num_envs, quota = len(mine), quotas[mine]
     done = np.zeros(num_envs, dtype=int)
     running = np.zeros(num_envs)  # the return of each env's current episode
     returns: list[float] = []
@@ -38,7 +50,7 @@ def evaluate(
                         vectorization=settings.vectorization, training=False)
     try:
         with torch.random.fork_rng(devices=[]):
-            obs, _ = envs.reset(seed=seed)
+            obs, _ = envs.reset(seed=[seed + int(i) for i in mine])
             while (done < quota).any():
                 obs, rewards, terminated, truncated, _ = envs.step(model.policy_actions(obs, deterministic))
                 running += rewards
@@ -49,4 +61,4 @@ def evaluate(
                     running[i] = 0.0
     finally:
         envs.close()
-    return float(np.mean(returns)), float(np.std(returns))
+    return returns

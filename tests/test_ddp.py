@@ -137,3 +137,22 @@ def test_episode_metrics_keep_full_precision_whatever_the_weights_precision():
     metrics = model._episode_metrics()
     assert metrics["train/episodes"] == 301.0 and metrics["train/episode_length"] == 7.0
     assert metrics["train/episode_return"] == (7.0 * 300 + 7.25) / 301
+
+
+def test_the_ranks_share_the_evaluation_and_get_the_one_process_figures(tmp_path):
+    """5 evaluation episodes over 2 ranks (eval envs 0, 2, 4 and 1, 3): the logged mean and std are those of
+    the same 5 episodes played by one process from the final weights."""
+    import lightning_pg as lp
+    from lightning_pg.algorithms.base import EVAL_SEED
+
+    result = run_cli("--trainer.strategy=ddp", "--trainer.devices=2", "--model.total_timesteps=4096",
+                     "--model.eval_every=0", "--model.eval_episodes=5", config="configs/ppo_cartpole.yaml",
+                     root=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(run_folder(tmp_path) / "metrics.csv") as file:
+        logged = [row for row in csv.DictReader(file) if row["eval/return_mean"]][-1]
+    model = lp.PPO.load_from_checkpoint(run_folder(tmp_path) / "checkpoints" / "last.ckpt")
+    mean, std = lp.evaluate(model, 5, seed=EVAL_SEED)
+    assert float(logged["eval/return_mean"]) == pytest.approx(mean, rel=1e-9)
+    assert float(logged["eval/return_std"]) == pytest.approx(std, rel=1e-6, abs=1e-6)
+    assert std > 0  # episodes of different lengths: a wrong split would show

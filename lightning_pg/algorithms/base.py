@@ -568,9 +568,19 @@ class RLModule(pl.LightningModule):
 
     # ---- evaluation and logging -------------------------------------------------------------------------
     def run_evaluation(self) -> tuple[float, float]:
-        from lightning_pg.evaluation import evaluate
+        from lightning_pg.evaluation import episode_returns, evaluate
 
-        mean, std = evaluate(self, self.hparams.eval_episodes, seed=EVAL_SEED)
+        if self.trainer.world_size == 1:
+            mean, std = evaluate(self, self.hparams.eval_episodes, seed=EVAL_SEED)
+        else:  # each rank plays its share of the same episodes; their sums give every rank the same figures
+            returns = torch.tensor(episode_returns(self, self.hparams.eval_episodes, EVAL_SEED,
+                                                   shard=(self.global_rank, self.trainer.world_size)),
+                                   dtype=torch.float64)
+            sums = self.trainer.strategy.reduce(torch.stack([returns.sum(), returns.square().sum(),
+                                                             torch.tensor(float(len(returns)), dtype=torch.float64)]
+                                                            ).to(self.device), reduce_op="sum").cpu()
+            mean = float(sums[0] / sums[2])
+            std = float((sums[1] / sums[2] - mean**2).clamp_min(0.0).sqrt())
         self.last_eval, self.evaluated_at = (mean, std), self.num_timesteps
         # in callback_metrics for the best-model checkpoint and the progress bar; loggers get it below
         self.log("eval/return_mean", mean, prog_bar=True, logger=False, batch_size=1)
