@@ -58,3 +58,9 @@ def assign(params: list[nn.Parameter] | list[torch.Tensor], vector: torch.Tensor
         for p in params:
             p.copy_(vector[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
+
+
+def flat_grad(output: torch.Tensor, params: list[nn.Parameter], **kwargs: Any) -> torch.Tensor:
+    """∂output/∂params as one vector, in order (zeros for a parameter the output does not depend on)."""
+    grads = torch.autograd.grad(output, params, allow_unused=True, **kwargs)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])

@@ -680,6 +680,13 @@ class RLModule(pl.LightningModule):
                 return str(logger.version)
         return None
 
+    def mean_over_ranks(self, value: Tensor) -> Tensor:
+        """The mean over the DDP ranks (each holding a batch of the same size), so every rank decides alike;
+        ``value`` itself in one process."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return value
+        return self.trainer.strategy.reduce(value, reduce_op="mean")
+
     def _sum_over_ranks(self, steps: int) -> int:
         if self.trainer.world_size == 1:
             return steps

@@ -120,10 +120,7 @@ class PPO(OnPolicyModule):
 
     def _approx_kl(self, mb: dict[str, Tensor]) -> float:
         """The approximate KL on a minibatch, averaged over ranks under DDP (every rank stops at the same step)."""
-        kl = self.diagnostics(mb)["approx_kl"]
-        if self.trainer.world_size > 1:
-            kl = self.trainer.strategy.reduce(kl, reduce_op="mean")
-        return float(kl)
+        return float(self.mean_over_ranks(self.diagnostics(mb)["approx_kl"]))
 
     def minibatches(self, batch: dict[str, Tensor]) -> Iterator[dict[str, Tensor]]:
         """``n_epochs`` passes over the rollout in shuffled minibatches, advantages normalized per minibatch.

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from lightning_pg.algorithms.base import check
 from lightning_pg.algorithms.on_policy import OnPolicyModule, explained_variance
 from lightning_pg.errors import ConfigError
-from lightning_pg.optim import assign
+from lightning_pg.optim import assign, flat_grad
 
 
 class TRPO(OnPolicyModule):
@@ -148,7 +148,7 @@ class TRPO(OnPolicyModule):
         params = self._policy_parameters(data)
         dist = self.policy.dist(data["obs"])
         objective = self.surrogate(dist, data)                                       # L(θ_old)
-        g = self._mean_over_ranks(flat_grad(objective, params, retain_graph=True))   # ∇L
+        g = self.mean_over_ranks(flat_grad(objective, params, retain_graph=True))   # ∇L
         fisher_vector = self.fisher_vector_product(dist, old, params)               # v ↦ (F + λI) v
         direction = conjugate_gradient(fisher_vector, g, hp.cg_max_steps)            # s ≈ F⁻¹ g
         step = torch.sqrt(2 * hp.target_kl / (direction @ fisher_vector(direction)).clamp_min(1e-12)) * direction
@@ -158,8 +158,8 @@ class TRPO(OnPolicyModule):
             for _ in range(hp.line_search_max_iter):
                 assign(params, start + fraction * step)
                 dist = self.policy.dist(data["obs"])
-                kl = self._mean_over_ranks(self.constraint(dist, old))
-                gain = self._mean_over_ranks(self.surrogate(dist, data)) - self._mean_over_ranks(objective.detach())
+                kl = self.mean_over_ranks(self.constraint(dist, old))
+                gain = self.mean_over_ranks(self.surrogate(dist, data)) - self.mean_over_ranks(objective.detach())
                 if kl <= hp.target_kl and gain > 0:
                     return {"surrogate_gain": gain, "kl": kl, "line_search_success": torch.tensor(1.0),
                             "step_fraction": torch.tensor(fraction)}
@@ -173,7 +173,7 @@ class TRPO(OnPolicyModule):
         per product through the graph of ∇D̄ (zero at θ_old, but not its derivative), never F itself."""
         kl_grad = flat_grad(self.constraint(dist, old), params, create_graph=True)
         damping = self.hparams.cg_damping
-        return lambda v: self._mean_over_ranks(flat_grad(kl_grad @ v, params, retain_graph=True)) + damping * v
+        return lambda v: self.mean_over_ranks(flat_grad(kl_grad @ v, params, retain_graph=True)) + damping * v
 
     def _policy_parameters(self, data: dict[str, Tensor]) -> list[nn.Parameter]:
         """The parameters πθ depends on (a value head is not among them), found once."""
@@ -196,12 +196,6 @@ class TRPO(OnPolicyModule):
 
     partial_backward = True  # the critic's steps leave the policy out (under DDP, so does its natural gradient)
 
-    def _mean_over_ranks(self, value: Tensor) -> Tensor:
-        """The mean over the DDP ranks (each holds a rollout of the same size): every rank takes the same step."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return value
-        return self.trainer.strategy.reduce(value, reduce_op="mean")
-
     @torch.no_grad()
     def diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         dist, _ = self.policy(batch["obs"])
@@ -211,12 +205,6 @@ class TRPO(OnPolicyModule):
     def configure_optimizers(self) -> Any:
         # the critic's optimizer (Adam, eps 1e-5 as SB3's policies); the policy moves by trust_region_step
         return self.adam(self.optimized_parameters(), self.scheduled(self.hparams.learning_rate), eps=1e-5)
-
-
-def flat_grad(output: Tensor, params: list[nn.Parameter], **kwargs: Any) -> Tensor:
-    """∂output/∂params as one vector (zeros for a parameter the output does not depend on)."""
-    grads = torch.autograd.grad(output, params, allow_unused=True, **kwargs)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
 
 
 def conjugate_gradient(matrix_vector: Callable[[Tensor], Tensor], b: Tensor, max_steps: int,

@@ -29,7 +29,7 @@ from torch.utils.data import IterableDataset
 from lightning_pg.data.base import rng_state, set_rng_state
 from lightning_pg.envs.workers import close_at_exit, stop_closing_at_exit
 from lightning_pg.errors import EnvError, LightningPGError
-from lightning_pg.optim import assign
+from lightning_pg.optim import assign, flat_grad
 
 if TYPE_CHECKING:
     from lightning_pg.algorithms.a3c import A3C
@@ -186,8 +186,7 @@ def _work(module: "A3C", index: int, seed: int, pipe: Any, parent_pipe: Any, sha
             batch = data.collect()
             losses = module.loss(batch)
             total = sum(v for k, v in losses.items() if k.startswith("loss_"))
-            grads = torch.autograd.grad(total, params, allow_unused=True)
-            flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+            flat = flat_grad(total, params)
             pipe.send(("batch", index, seen, flat.float().numpy(), int(batch["env_steps"]),
                        np.asarray(batch["episode_returns"]), np.asarray(batch["episode_lengths"]),
                        {k: float(v.detach()) for k, v in losses.items()}))
