@@ -1,4 +1,5 @@
-"""``python -m lightning_pg fit|validate|test --config FILE``: LightningCLI in subclass mode.
+"""``python -m lightning_pg fit|validate|test --config FILE``: LightningCLI in subclass mode; ``play``,
+``export``, ``plot`` and ``tune`` are commands of lightning_pg's own (:mod:`lightning_pg.commands`).
 
 Defaults a user should not have to write:
 
@@ -39,6 +40,8 @@ from pytorch_lightning.cli import (
 
 from lightning_pg.algorithms import RLModule
 from lightning_pg.callbacks import RLCheckpoint
+from lightning_pg.commands import COMMANDS
+from lightning_pg.commands import run as run_command
 from lightning_pg.errors import ConfigError, LightningPGError, StopRequested
 from lightning_pg.loggers import MetricsCSV
 from lightning_pg.trust import read_checkpoint
@@ -516,6 +519,8 @@ def main(args: list[str] | None = None) -> None:
     if args is None:
         sys.argv[1:] = argv  # parse them as sys.argv (LightningCLI warns when given both)
     try:
+        if argv and argv[0] in COMMANDS:  # play, export, plot, tune: not Lightning's
+            sys.exit(run_command(argv[0], argv[1:]) or 0)
         _check_config_files(argv)
         cli = RLCLI(args=None if args is None else argv)
     except StopRequested as exc:  # Ctrl+C twice, or a stop past its grace period: nothing saved, said where things stand
