@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 
 from tests.helpers import REPO, ckpt_state, cli_args, cli_env, run_cli, run_folder
 
@@ -106,6 +107,24 @@ def test_two_nodes_train_into_one_run_folder_and_resume(tmp_path):
     assert codes == [0, 0], errors[0][-2000:] + errors[1][-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_1"]
     assert ckpt_state(last)["lightning_pg"]["num_timesteps"] == 8192
+
+
+def test_processes_started_without_a_seed_repeat_from_the_one_config_yaml_keeps(tmp_path):
+    """torchrun processes started without --seed_everything each draw a seed; every rank takes rank 0's, the
+    one config.yaml records, so that seed repeats the whole run. (When the other node kept a seed of its own,
+    its envs were seeded by a number nobody recorded, and the repeat's weights differed.)"""
+    import yaml
+
+    codes, errors = _two_nodes(tmp_path / "drawn", "--model.total_timesteps=2048", "--seed_everything=true")
+    assert codes == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    seed = yaml.safe_load((tmp_path / "drawn" / "run_1" / "config.yaml").read_text())["seed_everything"]
+    assert isinstance(seed, int)
+    codes, errors = _two_nodes(tmp_path / "repeat", "--model.total_timesteps=2048", f"--seed_everything={seed}")
+    assert codes == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    drawn, repeat = (ckpt_state(tmp_path / run / "run_1" / "checkpoints" / "last.ckpt")["state_dict"]
+                     for run in ("drawn", "repeat"))
+    assert drawn.keys() == repeat.keys()
+    assert all(torch.equal(drawn[k], repeat[k]) for k in drawn)
 
 
 @pytest.mark.parametrize("env, first", [

@@ -651,6 +651,19 @@ class RLModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.partial_backward:
             let_backward_leave_parameters_out(self.trainer)
+        if stage == "fit" and self.trainer.world_size > 1:
+            self._seed_like_rank_zero()
+
+    def _seed_like_rank_zero(self) -> None:
+        """Every rank takes rank 0's seed (the one config.yaml keeps): processes started by torchrun or srun
+        without ``--seed_everything`` each drew a seed of their own, so the other ranks' envs were seeded by
+        numbers nobody recorded, and the run could not be repeated. Reseeding here, once the processes can
+        talk, gives every rank the same stream whoever launched it (each rank's envs then offset by rank)."""
+        seed = self.trainer.strategy.broadcast(os.environ.get("PL_GLOBAL_SEED"), src=0)
+        if seed is not None:  # (None: rank 0 was started unseeded, as the user asked)
+            from lightning_fabric.utilities.seed import seed_everything
+
+            seed_everything(int(seed), workers=os.environ.get("PL_SEED_WORKERS") == "1", verbose=False)
 
     def on_fit_start(self) -> None:
         if self.num_timesteps:  # restored (or fitted before)
