@@ -294,6 +294,28 @@ def test_linear_learning_rate_schedule_reaches_every_optimizer(tmp_path):
         assert len(rates) == 1 and rates.pop() == pytest.approx(1e-3 * (1 - t / 400))
 
 
+def test_a_subclass_with_one_optimizer_gets_a_list_of_one_and_its_schedule(tmp_path):
+    """Lightning's ``optimizers()`` returns a lone optimizer bare: ``train_step`` still gets the documented list,
+    and a learning-rate schedule reaches it (it used to iterate the bare optimizer and fail)."""
+    class OneOptimizerDDPG(DDPG):
+        seen = []
+
+        def configure_optimizers(self):
+            return torch.optim.Adam([*self.actor.parameters(), *self.critic.parameters()], lr=1e-3)
+
+        def train_step(self, b, optimizers):
+            (optimizer,) = optimizers
+            self.seen.append(optimizer.param_groups[0]["lr"])
+            return super().train_step(b, [optimizer, optimizer])
+
+    model = OneOptimizerDDPG(env_id="Pendulum-v1", total_timesteps=300, learning_starts=100,
+                             learning_rate="lin_1e-3", **SMALL)
+    _fit(model, tmp_path)
+    assert len(OneOptimizerDDPG.seen) == 200
+    assert OneOptimizerDDPG.seen[0] == pytest.approx(1e-3 * (1 - 101 / 300), rel=0.02)
+    assert OneOptimizerDDPG.seen[-1] == pytest.approx(1e-3 * (1 - 300 / 300), abs=1e-5)
+
+
 @pytest.mark.parametrize("cls", [DDPG, TD3, SAC])
 def test_discrete_actions_raise_one_paragraph_env_error(cls):
     with pytest.raises(lp.EnvError) as info:

@@ -120,6 +120,8 @@ class OffPolicyModule(RLModule):
         if "obs" not in batch:  # random warm-up: nothing to learn from yet
             return {}
         optimizers, outer = self.optimizers(), torch.get_float32_matmul_precision()
+        if not isinstance(optimizers, list):  # Lightning hands a lone optimizer over bare; train_step takes a list
+            optimizers = [optimizers]
         if isinstance(self.hparams.learning_rate, str):  # a schedule ("lin_1e-3"): every optimizer follows it
             for optimizer in optimizers:
                 self.set_learning_rate(optimizer)
