@@ -291,3 +291,9 @@ def test_an_image_replay_buffer_larger_than_memory_is_refused_with_its_size():
     model = lp.SAC(env_id="tests.envs:PixelDot", buffer_size=10**9)  # 2.6 TB of frames
     with pytest.raises(lp.ConfigError, match=r"the replay buffer \(and its copy in a checkpoint\) about \d+"):
         model.check_fit_memory()
+
+
+def test_observation_normalization_of_images_is_refused_in_one_paragraph():
+    """The CNN scales pixels to [0, 1] itself: standardized first, its inputs would be near 0."""
+    with pytest.raises(lp.ConfigError, match=r"normalize_obs.*images.*Fix: set --model.normalize_obs false"):
+        lp.PPO(env_id="tests.envs:PixelCartPole", normalize_obs=True)

@@ -24,7 +24,7 @@ from lightning_pg.algorithms.base import RLModule, check
 from lightning_pg.errors import ConfigError
 from lightning_pg.data.rollouts import RolloutIterable, TorchActor
 from lightning_pg.networks import ActorCritic, RunningMeanStd
-from lightning_pg.networks.encoders import ACTIVATIONS
+from lightning_pg.networks.encoders import ACTIVATIONS, has_images
 from lightning_pg.networks.numpy_actor import NumpyActor
 
 
@@ -81,6 +81,12 @@ class OnPolicyModule(RLModule):
             raise ConfigError(
                 f"use_sde (gSDE) explores continuous actions, but '{env_id}' has {self.action_space}. Fix: set "
                 "--model.use_sde false for this env (its discrete actions are sampled from their probabilities)."
+            )
+        if normalize_obs and has_images(self.raw_observation_space):
+            raise ConfigError(
+                f"normalize_obs standardizes vector observations, but '{env_id}' gives images, which the CNN "
+                "already scales to [0, 1] (standardized first, its input would be near 0). Fix: set "
+                "--model.normalize_obs false for this env."
             )
         self.policy = self.make_policy()
         self.ret_rms = RunningMeanStd(()) if normalize_reward else None
