@@ -55,23 +55,28 @@ class OptimizerSteps:
                 module.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
             optimizer.step()
         else:
-            flat = params[0] if len(params) == 1 and hasattr(params[0], "grad_buffer") else None
+            flat = _flat_parameter(params)
             if flat is not None:  # one in-place zero and a clip of the one flat gradient, in place of torch's
                 flat.grad_buffer.zero_()  # zero_grad and clip_grad_norm_ wrappers and their per-tensor loops
             else:
                 optimizer.optimizer.zero_grad(set_to_none=False)
             loss.backward()
-            if max_grad_norm is not None and flat is not None:
-                _clip_flat(flat.grad_buffer, max_grad_norm)
-            elif max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
-            self._progress.increment_ready()
-            optimizer.optimizer.step()
-            self._progress.increment_completed()
+            self._clip_and_step(params, flat, optimizer, max_grad_norm)
         # Mixed precision runs the whole training_step in one autocast region, whose cache keeps the low-precision
         # copy of each weight until the region ends: without this, later forwards in this step use the old weights.
         torch.clear_autocast_cache()
 
+    def _clip_and_step(self, params: list[Tensor], flat: Tensor | None, optimizer: Any,
+                       max_grad_norm: float | None) -> None:
+        """The direct path's end, once the gradient is in place: clip, then the optimizer's step, counted in
+        Lightning's progress as its own step would be."""
+        if max_grad_norm is not None and flat is not None:
+            _clip_flat(flat.grad_buffer, max_grad_norm)
+        elif max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+        self._progress.increment_ready()
+        optimizer.optimizer.step()
+        self._progress.increment_completed()
 
     def apply(self, module: pl.LightningModule, gradient: Tensor, optimizer: Any, max_grad_norm: float | None) -> None:
         """The same step for a gradient computed elsewhere (``gradient``: the optimizer's parameters flattened
@@ -79,15 +84,11 @@ class OptimizerSteps:
         elsewhere it goes through backward as the gradient of ⟨θ, gradient⟩ (whose gradient it is), so hooks,
         precision plugins and strategies see an ordinary backward."""
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        flat = params[0] if len(params) == 1 and hasattr(params[0], "grad_buffer") else None
+        flat = _flat_parameter(params)
         if self.direct and flat is not None:
             relink_gradients(params)
             flat.grad_buffer.copy_(gradient)
-            if max_grad_norm is not None:
-                _clip_flat(flat.grad_buffer, max_grad_norm)
-            self._progress.increment_ready()
-            optimizer.optimizer.step()
-            self._progress.increment_completed()
+            self._clip_and_step(params, flat, optimizer, max_grad_norm)
             return
         pieces = gradient.to(params[0].device, params[0].dtype).split([p.numel() for p in params])
         self.step(module, sum((p * g.view_as(p)).sum() for p, g in zip(params, pieces)), optimizer, max_grad_norm)
@@ -101,6 +102,11 @@ def let_backward_leave_parameters_out(trainer: pl.Trainer) -> None:
     kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
     if isinstance(kwargs, dict) and trainer.world_size > 1:
         kwargs["find_unused_parameters"] = True
+
+
+def _flat_parameter(params: list[Tensor]) -> Tensor | None:
+    """The optimizer's one flat parameter (``optim.contiguous``: every weight a view of it), else None."""
+    return params[0] if len(params) == 1 and hasattr(params[0], "grad_buffer") else None
 
 
 def _clip_flat(grad: Tensor, max_norm: float) -> None:

@@ -86,13 +86,17 @@ def test_a_killed_worker_stops_the_run_by_name_and_leaves_no_process(tmp_path):
                             stderr=subprocess.PIPE, text=True)
     workers = wait_for_children(proc, 2)
     assert len(workers) >= 2
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("run_*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a first checkpoint (5,000 env steps), so there is one to keep
+    last = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
     os.kill(workers[-1], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
     assert f"(pid {workers[-1]}) died with exit code -9" in stderr and "A3C worker 1" in stderr
     time.sleep(0.5)
     assert not [w for w in workers if alive(w)]
-    assert (run_folder(tmp_path) / "checkpoints" / "last.ckpt").is_file()  # the last checkpoint stands
+    assert ckpt_state(last)["lightning_pg"]["num_timesteps"] >= 5000  # the last checkpoint stands, intact
 
 
 def test_an_env_error_in_a_worker_is_the_one_paragraph_naming_the_worker(tmp_path):
