@@ -62,6 +62,11 @@ class ConfigToLogger(SaveConfigCallback):
             trainer.logger.log_hyperparams({"config": self.config.as_dict()})
 
 
+#: the top-level --help's last lines: the commands that are not Lightning's
+COMMANDS_HELP = "commands for trained agents: " + "; ".join(f"{name}: {what}" for name, what in COMMANDS.items()) + \
+    " (python -m lightning_pg <command> --help)."
+
+
 class RLCLI(LightningCLI):
     def __init__(self, args: Any = None, run: bool = True):
         self.continues_run = False  # set by _parse_ckpt_path: a fit from <run_N>/checkpoints/last.ckpt
@@ -74,7 +79,8 @@ class RLCLI(LightningCLI):
             auto_configure_optimizers=False,
             args=args,
             run=run,
-            parser_kwargs={"exit_on_error": False, "prog": "python -m lightning_pg"},
+            parser_kwargs={"exit_on_error": False, "prog": "python -m lightning_pg", "epilog": COMMANDS_HELP,
+                           **{name: {"exit_on_error": False} for name in self.subcommands()}},
         )
 
     @staticmethod
@@ -482,6 +488,12 @@ def _user_error(exc: BaseException) -> str | None:
             return ("--model.env_wrappers must be a list of {class_path, init_args} mappings, e.g. "
                     "[{class_path: gymnasium.wrappers.TimeLimit, init_args: {max_episode_steps: 100}}]. Fix: write "
                     "each wrapper that way in the config's model init_args (or on the command line).")
+        command = re.search(r"invalid choice: '([^']*)'", detail) if "argument subcommand" in detail else None
+        if command or 'expected "subcommand"' in detail:
+            what = f"'{command.group(1)}' is not a command" if command else "No command was given"
+            return (f"{what}. Fix: use one of fit, validate, test (Lightning's) or {', '.join(COMMANDS)}, e.g. "
+                    "`python -m lightning_pg fit --config configs/ppo_cartpole.yaml`; `python -m lightning_pg "
+                    "--help` says what each does.")
         unknown = re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", detail)
         if unknown:
             cls, option = unknown.groups()

@@ -171,6 +171,14 @@ def test_bad_input_exits_nonzero_with_one_paragraph_and_no_traceback(tmp_path, c
     assert not (run_folder(tmp_path) / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("argv, message", [(["fitt"], "'fitt' is not a command"), ([], "No command was given")])
+def test_an_unknown_or_missing_command_names_every_command(argv, message):
+    result = subprocess.run([sys.executable, "-m", "lightning_pg", *argv], cwd=REPO, env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr and "fit, validate, test (Lightning's) or play, export, plot, tune" in result.stderr
+
+
 def test_debug_flag_shows_the_traceback(tmp_path):
     result = run_cli("--model.gamma=1.5", "--debug", root=tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
