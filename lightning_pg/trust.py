@@ -147,7 +147,8 @@ def check_saved_hyperparameters(hparams: dict[str, Any], cls: type, path: Any) -
         raise ConfigError(
             f"The checkpoint {path} names the model class {class_path!r}, which is not an imported subclass of "
             f"{cls.__name__}; lightning_pg imports nothing because a file says so. Fix: import the module that "
-            "defines it first, or load with that class's load_from_checkpoint."
+            "defines it first (in Python; `--import MODULE` for the play and export commands), or load with that "
+            "class's load_from_checkpoint."
         )
     check_entry_point(hparams.get("env_id"), import_modules=False, source=f"the checkpoint {path}")
     check_wrappers(hparams.get("env_wrappers"), import_modules=False, source=f"the checkpoint {path}")

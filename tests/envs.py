@@ -391,3 +391,20 @@ class ImageIdentity(gym.Env):
         self.t += 1
         self.side = int(self.np_random.integers(2))
         return self._observation(), reward, False, self.t >= 20, {}
+
+
+class RenderedPixelDot(PixelDot):
+    """PixelDot that draws rgb_array frames (for play's videos): the observation at 3x, in red, cut to 107x107
+    (an odd size on purpose: H.264 needs even sizes, so the mp4 writer pads it to 108x108)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        frame = np.zeros((107, 107, 3), np.uint8)
+        frame[..., 0] = self._image()[:, :, 0].repeat(3, 0).repeat(3, 1)[:107, :107]
+        return frame

@@ -94,6 +94,10 @@ class RLModule(pl.LightningModule):
         eval_episodes: episodes per evaluation (>= 1).
         network: hidden layer sizes of each MLP, e.g. ``[64, 64]``.
         log_every: env steps between two writes of training metrics to the loggers (>= 1).
+        video_every: env steps between two videos during fit (0 or null: none). Each is one deterministic
+            evaluation episode (from evaluation's first start state), written to
+            ``<run folder>/videos/step_<N>.mp4`` (the trainer's ``default_root_dir``) and logged to W&B as
+            ``eval/video``; the env must draw rgb_array frames. It leaves training's random streams as they were.
     """
 
     #: action spaces the algorithm can act in; checked when the module is built
@@ -118,6 +122,7 @@ class RLModule(pl.LightningModule):
         eval_episodes: int = 10,
         network: list[int] | None = None,
         log_every: int = 1_000,
+        video_every: int | None = 0,
     ):
         super().__init__()
         # Records the subclass's __init__ arguments too (Lightning walks the __init__ frames up the MRO).
@@ -138,6 +143,8 @@ class RLModule(pl.LightningModule):
             "network", network, "a list of positive layer sizes such as [64, 64]",
         )
         check(log_every >= 1, "log_every", log_every, "an integer >= 1")
+        check(video_every is None or isinstance(video_every, int) and video_every >= 0, "video_every", video_every,
+              "a number of env steps between videos (0 or null: none)")
         self.network = list(network if network is not None else DEFAULT_NETWORK)
 
         env = make_env(env_id, env_kwargs, env_wrappers)
@@ -342,6 +349,8 @@ class RLModule(pl.LightningModule):
             self.trainer.should_stop = True
         if self.log_due:
             self._write_metrics(metrics)
+        if crossed(before, self.num_timesteps, self.hparams.video_every or 0):
+            self.record_video()
         every = self.hparams.eval_every
         if every >= 0 and (done or crossed(before, self.num_timesteps, every)):
             self.run_evaluation()
@@ -593,6 +602,22 @@ class RLModule(pl.LightningModule):
         mean, std = evaluate(self, self.hparams.eval_episodes, seed=EVAL_SEED)
         self.log_dict({"eval/return_mean": mean, "eval/return_std": std}, batch_size=1)
 
+    def record_video(self) -> None:
+        """One deterministic episode from evaluation's first start state to ``<default_root_dir>/videos/
+        step_<N>.mp4``, logged to W&B as ``eval/video``. Rank 0 only: every rank holds the same weights."""
+        if not self.trainer.is_global_zero:
+            return
+        from lightning_pg.video import record_episode
+
+        path = os.path.join(self.trainer.default_root_dir, "videos", f"step_{self.num_timesteps}.mp4")
+        record_episode(self, path, seed=EVAL_SEED)
+        for logger in self.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                logger.experiment.log({"eval/video": wandb.Video(path, format="mp4"),
+                                       "time/env_steps": self.num_timesteps})
+
     def _record_episodes(self, returns: Any, lengths: Any) -> None:
         if len(returns):
             self._episode_returns.extend(np.asarray(returns, dtype=np.float64).tolist())
@@ -670,6 +695,10 @@ class RLModule(pl.LightningModule):
             self.check_budget_left(self.num_timesteps)
         self._log_clock = (self.num_timesteps, time.perf_counter())
         self._fit_clock = (self.num_timesteps, time.perf_counter())
+        if self.hparams.video_every:  # an env that cannot draw: said now (every rank, so all stop alike)
+            from lightning_pg.video import check_renders
+
+            check_renders(self)
         if self.trainer.world_size > 1:
             self._check_ranks_agree()
         if self.trainer.world_size > 1 and not self.num_timesteps:  # (a resumed run takes every rank's own

@@ -55,8 +55,8 @@ def _import_named(module_name: str, what: str, source: str, import_modules: bool
     if module_name not in sys.modules and not import_modules:
         raise EnvError(
             f"{source[0].upper()}{source[1:]} names {what}, whose module is not imported; lightning_pg imports "
-            f"nothing because a file says so. Fix: import the module that defines it first (`import {module_name}`), "
-            "then load the checkpoint."
+            f"nothing because a file says so. Fix: import the module that defines it first (`import {module_name}` "
+            f"in Python; `--import {module_name}` for the play and export commands), then load the checkpoint."
         )
     try:
         return importlib.import_module(module_name)
