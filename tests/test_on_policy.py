@@ -517,6 +517,30 @@ def test_predict_acts_in_numpy_exactly_as_act_does(env_id):
     assert (AlwaysLeft(env_id="CartPole-v1", num_envs=2).predict(np.ones((9, 4), np.float32)) == 0).all()
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "tests.envs:PixelCartPole"])
+def test_acting_computes_the_policy_alone_and_the_same_distribution(env_id):
+    """policy_dist skips V(x) (the stacked MLP's member 0, the twin CNNs' policy one): the distribution it gives
+    is dist's, and a policy class that overrides dist is acted with through its own."""
+    model = PPO(env_id=env_id, num_envs=2, n_steps=16, batch_size=32)
+    obs = torch.as_tensor(np.stack([model.observation_space.sample() for _ in range(32)]))
+    with torch.no_grad():
+        x = model.policy.normalize(obs)
+        full, alone = model.policy.dist(x), model.policy.policy_dist(x)
+    for a, b in ((full.mode(), alone.mode()), (full.entropy(), alone.entropy())):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+
+    class FirstActionOnly(type(model.policy)):  # e.g. a mask the user adds to the distribution
+        def dist(self, x):
+            d = super().dist(x)
+            if hasattr(d, "log_probs"):
+                d.log_probs = d.log_probs + torch.tensor([0.0, -1e9])
+            return d
+
+    model.policy.__class__ = FirstActionOnly
+    if model.action_low is None:
+        assert (model(obs) == 0).all() and (model.predict(obs.numpy()) == 0).all()
+
+
 def test_fused_tanh_body_has_exact_second_derivatives(monkeypatch):
     """A gradient penalty or a Hessian-vector product (TRPO's) differentiates the body twice: exact on both paths."""
     torch.manual_seed(0)

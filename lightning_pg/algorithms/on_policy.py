@@ -111,7 +111,7 @@ class OnPolicyModule(RLModule):
 
     # ---- acting -----------------------------------------------------------------------------------------
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        dist = self.policy.dist(self.policy.normalize(obs))
+        dist = self.policy.policy_dist(self.policy.normalize(obs))
         return dist.mode() if deterministic else dist.sample()
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -119,7 +119,7 @@ class OnPolicyModule(RLModule):
         observations as they are; others flattened, see ``envs.FlatObservation``) -> the policy's actions (Box
         actions clipped into the bounds; discrete ones as head indices, before ``env_actions`` adds a space's
         start and shape)."""
-        action = self.policy.dist(self.policy.normalize(obs)).mode()
+        action = self.act(obs, deterministic=True)
         if self.action_low is not None:
             action = torch.maximum(torch.minimum(action, self.action_high), self.action_low)
         return action

@@ -185,6 +185,12 @@ class StackedMLP(nn.Module):
                 and self.members * x.shape[0] * self.weights[0].shape[-1] >= self.FUSED_MIN_ELEMENTS
                 and not torch.is_autocast_enabled("cpu"))
 
+    def member(self, x: Tensor, k: int) -> Tensor:
+        """Member ``k``'s output alone, ``[B, sizes[-1]]``, as autograd ops: acting needs the policy's member
+        only (and an exported graph then holds a few 2-D matrix products)."""
+        x = flat_float(x, self.weights[0].dtype if self.weights else torch.float32)
+        return stacked_forward(x, [w[k] for w in self.weights], [b[k] for b in self.biases], self.activation, None)
+
     @torch.no_grad()
     def orthogonal_(self, gain: float) -> None:
         """Orthogonal weights (each member's [out, in] matrix, as for ``nn.Linear``) and zero biases."""
@@ -195,11 +201,13 @@ class StackedMLP(nn.Module):
 
 
 def stacked_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], activation: Callable,
-                    members: int) -> Tensor:
-    """The stacked layers as autograd ops: ``h_k = act(b_k + h_{k-1} w_k)``, ``h_0 = x`` for every member."""
-    h = x.expand(members, *x.shape)  # [n, B, in]: every member sees the same input
+                    members: int | None) -> Tensor:
+    """The stacked layers as autograd ops: ``h_k = act(b_k + h_{k-1} w_k)``, ``h_0 = x`` for every member.
+    ``members=None``: one member's ``[in, out]`` weights and ``[1, out]`` biases, ``[B, out]`` out."""
+    h = x if members is None else x.expand(members, *x.shape)  # [n, B, in]: every member sees the same input
     for weight, bias in zip(weights, biases):
-        h = activation(torch.baddbmm(bias, h, weight))  # [n, B, out] = b + h @ w, all members at once
+        # [n, B, out] = b + h @ w, all members at once (one member: the same as 2-D matrices)
+        h = activation(torch.addmm(bias, h, weight) if members is None else torch.baddbmm(bias, h, weight))
     return h
 
 
@@ -435,6 +443,17 @@ class ActorCritic(nn.Module):
 
     def dist(self, x: Tensor) -> Categorical | DiagGaussian:
         return self(x)[0]
+
+    def policy_dist(self, x: Tensor) -> Categorical | DiagGaussian:
+        """π(·|x) alone, for acting: where the body keeps the policy's part apart (the stacked MLP's member 0,
+        the twin encoders' policy encoder), V(x) is not computed. A subclass that overrides ``forward`` or
+        ``dist`` gets its own ``dist`` here, so acting never bypasses it."""
+        own = type(self).forward is ActorCritic.forward and type(self).dist is ActorCritic.dist
+        if own and type(self.body) is StackedMLP:
+            return self.pi_head(self.body.member(x, 0))
+        if own and type(self.body) is TwinEncoders:
+            return self.pi_head(self.body.pi(x))
+        return self.dist(x)
 
     def value(self, x: Tensor) -> Tensor:
         return self(x)[1]
