@@ -95,6 +95,11 @@ class RLCLI(LightningCLI):
             help="torch's intra-op threads for this process (torch.set_num_threads); null leaves torch's default. "
                  "Small MLPs are a long chain of tiny ops that threads only slow down: their configs set 1.",
         )
+        parser.add_argument(
+            "--tune", type=Optional[dict], default=None,
+            help="the search space of `python -m lightning_pg tune` (hyperparameter name: distribution); fit, "
+                 "validate and test ignore it (docs/howto/tune.md).",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
