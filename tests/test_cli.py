@@ -179,6 +179,28 @@ def test_an_unknown_or_missing_command_names_every_command(argv, message):
     assert message in result.stderr and "fit, validate, test (Lightning's) or play, export, plot, tune" in result.stderr
 
 
+@pytest.mark.parametrize("command, package", [("tune", "optuna"), ("export", "onnxscript"), ("plot", "matplotlib")])
+def test_a_command_without_its_tools_extra_says_what_to_install(tmp_path, command, package):
+    ckpt = tmp_path / "x.ckpt"
+    argv = {"tune": ["--config", str(REPO / "configs/ppo_cartpole.yaml"), "--n_trials", "1",
+                     f"--trainer.default_root_dir={tmp_path}"],
+            "export": ["--ckpt_path", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "p.onnx")],
+            "plot": [str(tmp_path)]}[command]
+    if command == "export":  # a real checkpoint, so the export gets as far as the exporter
+        assert run_cli("--model.total_timesteps=64", "--model.eval_every=-1", root=tmp_path / "run").returncode == 0
+        ckpt = run_folder(tmp_path / "run") / "checkpoints" / "last.ckpt"
+        argv[1] = str(ckpt)
+    if command == "plot":
+        (tmp_path / "metrics.csv").write_text("time/env_steps,eval/return_mean\n100,1.0\n")
+    code = ("import sys; from lightning_pg.cli import main\n"
+            f"sys.modules[{package!r}] = None  # as if not installed (after Lightning's imports, which probe it)\n"
+            f"main({[command, *argv]!r})")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"needs the package '{package}'" in result.stderr and "lightning_pg[tools]" in result.stderr
+
+
 def test_debug_flag_shows_the_traceback(tmp_path):
     result = run_cli("--model.gamma=1.5", "--debug", root=tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr

@@ -24,9 +24,20 @@ COMMANDS = {
 }
 
 
+#: the packages of the ``tools`` extra the commands import when they need them
+TOOLS = ("imageio", "imageio_ffmpeg", "onnx", "onnxscript", "onnxruntime", "matplotlib", "optuna", "pygame")
+
+
 def run(name: str, argv: list[str]) -> int | None:
     """Run command ``name`` with its arguments; its exit status (None: 0)."""
-    return importlib.import_module(f"{__name__}.{name}").main(argv)
+    try:
+        return importlib.import_module(f"{__name__}.{name}").main(argv)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TOOLS:
+            raise
+        raise ConfigError(f"`python -m lightning_pg {name}` needs the package '{exc.name}', which is not installed. "
+                          "Fix: `pip install 'lightning_pg[tools]'` (from a clone: `pip install -e \".[tools]\"`)."
+                          ) from None
 
 
 class CommandParser(argparse.ArgumentParser):
