@@ -200,6 +200,10 @@ def sb3_worker(name: str, hparams_json: str, steps: int, seed: int, out: str, sc
                                           eval_freq=max(schedule["eval_every"] // hp["num_envs"], 1),
                                           best_model_save_path=folder, deterministic=True, verbose=0))
         callbacks.append(CheckpointCallback(max(schedule["checkpoint_every"] // hp["num_envs"], 1), folder))
+        if schedule.get("snapshot_every"):  # report.py's learning curves: the weights at each evaluation
+            callbacks.append(CheckpointCallback(max(schedule["snapshot_every"] // hp["num_envs"], 1),
+                                                os.path.join(folder, "snapshots"), name_prefix="snap",
+                                                save_vecnormalize=True))
     if wandb_too:  # an offline W&B run that gets SB3's rollout statistics every 1,000 env steps
         import wandb
         from stable_baselines3.common.callbacks import BaseCallback
@@ -246,22 +250,38 @@ def evaluate_predict(predict, env_id: str, env_kwargs: dict | None, episodes: in
     return float(np.mean(returns))
 
 
-def eval_worker(kind: str, config: str, path: str) -> None:
+def _vecnormalize_file(path: str) -> str | None:
+    """SB3's VecNormalize statistics saved beside a model: ``model.vecnormalize.pkl`` beside ``model.zip`` (the
+    worker's end), ``snap_vecnormalize_N_steps.pkl`` beside ``snap_N_steps.zip`` (CheckpointCallback's)."""
+    stem = path.removesuffix(".zip")
+    folder, name = os.path.split(stem)
+    prefix, _, steps = name.partition("_")
+    for candidate in (stem + ".vecnormalize.pkl", os.path.join(folder, f"{prefix}_vecnormalize_{steps}.pkl")):
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def eval_worker(kind: str, config: str, paths: list[str], episodes: int = EVAL_EPISODES) -> None:
+    """Evaluate each saved model (ours: a checkpoint, SB3: a zip) with the one loop, ``evaluate_predict``; print
+    ``EVAL_RETURN <its env steps> <mean return>`` per file."""
     name, hp = our_hparams(config)
-    if kind == "ours":
-        import lightning_pg
+    for path in paths:
+        if kind == "ours":
+            import lightning_pg
 
-        model = getattr(lightning_pg, name).load_from_checkpoint(path)
-        predict = lambda obs: model.predict(obs, deterministic=True)  # noqa: E731
-    else:
-        model = sb3_class(name).load(path, device="cpu")
-        norm = None
-        if os.path.exists(path + ".vecnormalize.pkl"):
-            import pickle
+            model = getattr(lightning_pg, name).load_from_checkpoint(path)
+            predict = lambda obs: model.predict(obs, deterministic=True)  # noqa: E731
+        else:
+            model = sb3_class(name).load(path, device="cpu")
+            norm, norm_file = None, _vecnormalize_file(path)
+            if norm_file:
+                import pickle
 
-            norm = pickle.load(open(path + ".vecnormalize.pkl", "rb"))
-        predict = lambda obs: model.predict(norm.normalize_obs(obs) if norm else obs, deterministic=True)[0]  # noqa: E731
-    print(f"EVAL_RETURN {evaluate_predict(predict, hp['env_id'], hp['env_kwargs']):.3f}", flush=True)
+                norm = pickle.load(open(norm_file, "rb"))
+            predict = lambda obs: model.predict(norm.normalize_obs(obs) if norm else obs, deterministic=True)[0]  # noqa: E731
+        mean = evaluate_predict(predict, hp["env_id"], hp["env_kwargs"], episodes)
+        print(f"EVAL_RETURN {model.num_timesteps} {mean:.3f}", flush=True)
 
 
 # ---- driver ---------------------------------------------------------------------------------------------
@@ -274,35 +294,61 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return wall, result.stdout + result.stderr
 
 
+def ours_command(config: str, budget: int, seed: int, root: str, plain: bool = False, without: str = "",
+                 ours_args: list[str] = ()) -> list[str]:
+    """Our side: the config's command line into a fresh root (its first run folder is ``root/run_1``)."""
+    launcher = [str(REPO / "benchmarks" / "without.py"), without] if without else ["-m", "lightning_pg"]
+    cmd = [sys.executable, *launcher, "fit", "--config", config, "--seed_everything", str(seed),
+           f"--model.total_timesteps={budget}", "--trainer.default_root_dir", root, *ours_args]
+    if plain:
+        cmd += ["--model.eval_every=-1", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    return cmd
+
+
+def sb3_command(config: str, budget: int, seed: int, out: str, plain: bool = False, sb3_wandb: bool = False,
+                snapshot_every: int = 0) -> list[str]:
+    """SB3's side: this file's worker with our hyperparameters, saving ``out.zip``. ``snapshot_every`` > 0: SB3
+    evaluates on that schedule (instead of the config's ``eval_every``) and keeps its weights at each one
+    under ``snapshots/``, as ``--model.eval_every`` and report.py's callback do on our side."""
+    name, hparams = our_hparams(config)
+    spec = yaml.safe_load(open(REPO / config))
+    schedule = {} if plain else {
+        "eval_every": snapshot_every or hparams["eval_every"], "eval_episodes": hparams["eval_episodes"],
+        "checkpoint_every": spec.get("checkpoint", {}).get("every_n_env_steps", 10_000),
+        "snapshot_every": snapshot_every}
+    return [sys.executable, __file__, "--sb3-worker", name, json.dumps(hparams), str(budget), str(seed), out,
+            json.dumps(schedule), "wandb" if sb3_wandb and not plain else ""]
+
+
+def train(kind: str, cmd: list[str], env: dict) -> tuple[float, float]:
+    """Run one side's training process: (process wall time, fit time it reports)."""
+    wall, out = timed(cmd, env)
+    fit = re.search(r"in ([\d.]+) s of fit", out) if kind == "ours" else re.search(r"FIT_SECONDS ([\d.]+)", out)
+    return wall, float(fit.group(1))
+
+
+def evaluate_saved(kind: str, config: str, paths: list[str], env: dict,
+                   episodes: int = EVAL_EPISODES) -> list[tuple[int, float]]:
+    """(env steps, mean return) of each saved model, by the one evaluation loop, in a process of its own."""
+    _, out = timed([sys.executable, __file__, "--eval-worker", kind, config, str(episodes), *paths], env)
+    return [(int(steps), float(ret)) for steps, ret in re.findall(r"EVAL_RETURN (\d+) (-?[\d.]+)", out)]
+
+
 def run_case(case: str, steps: int | None, seed: int, workdir: str, env: dict, plain: bool, without: str = "",
              ours_args: list[str] = (), sb3_wandb: bool = False) -> dict:
     config = f"configs/{case}.yaml"
     spec = yaml.safe_load(open(REPO / config))
     budget = steps or spec["model"]["init_args"]["total_timesteps"]
     ours_root = tempfile.mkdtemp(prefix=f"{case}_ours_", dir=workdir)
-    launcher = [str(REPO / "benchmarks" / "without.py"), without] if without else ["-m", "lightning_pg"]
-    ours_cmd = [sys.executable, *launcher, "fit", "--config", config, "--seed_everything", str(seed),
-                f"--model.total_timesteps={budget}", "--trainer.default_root_dir", ours_root, *ours_args]
-    if plain:
-        ours_cmd += ["--model.eval_every=-1", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     sb3_out = os.path.join(tempfile.mkdtemp(prefix=f"{case}_sb3_", dir=workdir), "model")
-    name, hparams = our_hparams(config)
-    schedule = {} if plain else {"eval_every": hparams["eval_every"], "eval_episodes": hparams["eval_episodes"],
-                                 "checkpoint_every": spec.get("checkpoint", {}).get("every_n_env_steps", 10_000)}
-    sb3_cmd = [sys.executable, __file__, "--sb3-worker", name, json.dumps(hparams), str(budget), str(seed), sb3_out,
-               json.dumps(schedule), "wandb" if sb3_wandb and not plain else ""]
+    sides = {"ours": (ours_command(config, budget, seed, ours_root, plain, without, ours_args),
+                      os.path.join(ours_root, "run_1", "checkpoints", "last.ckpt")),  # a fresh root: its first run
+             "sb3": (sb3_command(config, budget, seed, sb3_out, plain, sb3_wandb), sb3_out + ".zip")}
     row = {}
-    for kind, cmd in (("ours", ours_cmd), ("sb3", sb3_cmd)):
-        wall, out = timed(cmd, env)
-        if kind == "ours":
-            fit = float(re.search(r"in ([\d.]+) s of fit", out).group(1))
-            path = os.path.join(ours_root, "run_1", "checkpoints", "last.ckpt")  # a fresh root: its first run
-        else:
-            fit = float(re.search(r"FIT_SECONDS ([\d.]+)", out).group(1))
-            path = sb3_out + ".zip"
-        _, eval_out = timed([sys.executable, __file__, "--eval-worker", kind, config, path], env)
-        row[kind] = {"wall": wall, "fit": fit, "sps": budget / fit,
-                     "eval": float(re.search(r"EVAL_RETURN (-?[\d.]+)", eval_out).group(1))}
+    for kind, (cmd, path) in sides.items():
+        wall, fit = train(kind, cmd, env)
+        [(_, final)] = evaluate_saved(kind, config, [path], env)
+        row[kind] = {"wall": wall, "fit": fit, "sps": budget / fit, "eval": final}
     return row
 
 
@@ -311,7 +357,7 @@ def main() -> None:
         return sb3_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7],
                           sys.argv[8])
     if sys.argv[1:2] == ["--eval-worker"]:
-        return eval_worker(*sys.argv[2:5])
+        return eval_worker(sys.argv[2], sys.argv[3], sys.argv[5:], int(sys.argv[4]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="+", help="config names, e.g. ppo_cartpole a2c_cartpole")
     parser.add_argument("--steps", type=int, default=None, help="env-step budget (default: the config's)")
