@@ -2,7 +2,8 @@
 them in one folder, with the budgets cut short.
 
 - bash blocks: each command runs in a shell. ``python -m lightning_pg fit|validate|test`` gets a short budget
-  appended (later fits a larger one, so `--ckpt_path last` has steps left to take); ``wandb sync`` runs as
+  appended (later fits a larger one, so `--ckpt_path last` has steps left to take), ``tune`` two short trials;
+  ``wandb sync`` runs as
   ``--dry-run`` (no network here); ``WANDB_MODE=online`` meets a server that refuses at once.
 - The install one-liners: their set-up steps must be the ones `.ci/run` takes from nothing (it installs every
   CI run), and the command they end with runs here (the test command is checked to be `.ci/run`'s last line).
@@ -74,6 +75,8 @@ def run_command(session, command):
             session["fits"] += 1
             words += [f"--model.total_timesteps={1024 * session['fits']}"]
         words += ["--model.eval_episodes=2"]
+    if words[:4] == ["python", "-m", "lightning_pg", "tune"]:  # two short trials (the last option given wins)
+        words += ["--n_trials=2", "--model.total_timesteps=2048", "--model.eval_episodes=2"]
     shell(session, shlex.join(words), **env)
 
 
