@@ -207,6 +207,35 @@ def test_tune_prunes_requeues_a_killed_trial_and_resumes(tmp_path):
     assert len(optuna.load_study(study_name="s", storage=storage).get_trials()) == 5
 
 
+def test_only_this_machines_cut_off_trials_are_requeued(monkeypatch):
+    """A trial RUNNING on another machine (a shared server database) is its own, whether its process lives is
+    for that machine to tell; here only the trials of a process that is gone are cut off."""
+    monkeypatch.setattr(tune.socket, "gethostname", lambda: "here")
+    study = optuna.create_study(direction="maximize")
+    owners = {"elsewhere": ["there", 1], "alive here": ["here", os.getppid()], "gone here": ["here", 2**22 + 7]}
+    numbers = {}
+    for name, owner in owners.items():
+        trial = study.ask({"x": FloatDistribution(0, 1)})
+        trial.set_user_attr("owner", owner)
+        numbers[name] = trial.number
+    assert tune.requeue_cut_off(study) == [numbers["gone here"]]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[numbers["elsewhere"]] == states[numbers["alive here"]] == TrialState.RUNNING
+    assert states[numbers["gone here"]] == TrialState.FAIL
+
+
+def test_each_trial_logs_to_a_wandb_run_of_its_own(tmp_path):
+    """In one process, Lightning's WandbLogger would reuse the run still open from the previous trial."""
+    root = tmp_path / "tune"
+    result = subprocess.run([sys.executable, "-m", "lightning_pg", "tune", "--config", str(REPO / "configs/ppo_cartpole.yaml"),
+                             "--n_trials", "2", "--model.total_timesteps", "1024", "--trainer.logger", "true",
+                             "--trainer.default_root_dir", str(root), "--seed_everything", "0"],
+                            cwd=REPO, env=cli_env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for trial in (0, 1):
+        assert len(list((run_folder(root / f"trial_{trial}") / "wandb").glob("offline-run-*"))) == 1, trial
+
+
 def test_trials_the_algorithm_refuses_fail_and_the_search_goes_on(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({**CONFIG, "tune": {"clip_range": [-0.1, -0.2]}}))
@@ -227,6 +256,8 @@ def test_trials_the_algorithm_refuses_fail_and_the_search_goes_on(tmp_path):
                                                                           r"cannot be opened \(OperationalError"),
     (["--n_trials", "2", "--model.eval_every", "-1"], r"turns evaluation off"),
     (["--n_trials", "2", "--ckpt_path", "last"], r"every trial trains from scratch"),
+    # a rank Lightning launched would rerun the whole search, and both would wait in a collective for ever
+    (["--n_trials", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp"], r"ask for 2 processes \(DDP\)"),
 ])
 def test_tune_bad_input(args, message, tmp_path):
     with pytest.raises(ConfigError, match=message):

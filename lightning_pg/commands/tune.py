@@ -340,6 +340,9 @@ def _isolated() -> Iterator[None]:
     try:
         yield
     finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()  # else the next trial's WandbLogger would log into this trial's run
         torch.set_num_threads(threads)
         for name in set(os.environ) - set(environ):
             del os.environ[name]
@@ -470,13 +473,14 @@ def counted(study: Any) -> list[Any]:
 
 
 def requeue_cut_off(study: Any) -> list[int]:
-    """RUNNING trials whose process is gone (killed) become FAIL and are queued again; their numbers."""
+    """RUNNING trials of this machine whose process is gone (killed) become FAIL and are queued again; their
+    numbers. Another machine's are left to it (only it can tell whether their process lives)."""
     import optuna
 
     host, numbers = socket.gethostname(), []
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = frozen.user_attrs.get("owner")
-        if owner and owner[0] == host and owner[1] != os.getpid() and _alive(int(owner[1])):
+        if owner and (owner[0] != host or (owner[1] != os.getpid() and _alive(int(owner[1])))):
             continue  # another tune process is running it
         Search.interrupted(study, optuna.trial.Trial(study, frozen._trial_id))
         numbers.append(frozen.number)
@@ -572,6 +576,11 @@ def main(argv: list[str]) -> int:
         raise ConfigError("tune got --ckpt_path: every trial trains from scratch. Fix: remove it.")
 
     cli = _check_base(args.config, passthrough)
+    if cli.trainer.world_size > 1:  # a launched rank would rerun this command: a second search, hung in a collective
+        raise ConfigError(f"tune runs each trial inside its own process, but the trainer options ask for "
+                          f"{cli.trainer.world_size} processes (DDP). Fix: leave --trainer.devices/--trainer.num_nodes "
+                          "at 1 for tune (run several tune processes on one --storage to search in parallel), and "
+                          "scale out the fit of the best config.")
     model, config = cli.model, cli.config
     total = int(model.hparams.total_timesteps)
     explicit = _option(passthrough, "--model.eval_every") or _option(passthrough, "--model.init_args.eval_every")
