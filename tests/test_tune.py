@@ -227,8 +227,9 @@ def test_only_this_machines_cut_off_trials_are_requeued(monkeypatch):
 def test_each_trial_logs_to_a_wandb_run_of_its_own(tmp_path):
     """In one process, Lightning's WandbLogger would reuse the run still open from the previous trial."""
     root = tmp_path / "tune"
-    result = subprocess.run([sys.executable, "-m", "lightning_pg", "tune", "--config", str(REPO / "configs/ppo_cartpole.yaml"),
-                             "--n_trials", "2", "--model.total_timesteps", "1024", "--trainer.logger", "true",
+    config = str(REPO / "configs/ppo_cartpole.yaml")
+    result = subprocess.run([sys.executable, "-m", "lightning_pg", "tune", "--config", config, "--n_trials", "2",
+                             "--model.total_timesteps", "1024", "--trainer.logger", "true",
                              "--trainer.default_root_dir", str(root), "--seed_everything", "0"],
                             cwd=REPO, env=cli_env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
