@@ -176,3 +176,46 @@ def test_bad_input_exits_with_status_2(tmp_path):
                             tmp_path / "policy.onnx")
     assert result.returncode == 2
     assert result.stderr.startswith("lightning_pg: error: The checkpoint") and result.stderr.count("\n") == 1
+
+
+class MaskedPPO(lp.PPO):
+    """predict changed outside act() (as an action mask added in act_on_array would be)."""
+
+    def act_on_array(self, obs, deterministic):
+        return np.zeros(len(obs), dtype=np.int64)
+
+
+def test_a_model_whose_predict_is_not_its_forward_is_refused_and_nothing_written(tmp_path):
+    model = MaskedPPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32)
+    with pytest.raises(ConfigError, match=r"would not answer as this MaskedPPO's predict does.*Fix: make the change "
+                                          r"in act\(\)"):
+        export_policy(model, tmp_path / "policy.onnx", "onnx")
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_the_checkpoint_itself_is_not_an_output(tmp_path):
+    ckpt = tmp_path / "policy.ckpt"
+    ckpt.write_bytes(b"PK not really")
+    with pytest.raises(ConfigError, match="it is the checkpoint being exported"):
+        run("export", ["--ckpt_path", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "." / "policy.ckpt")])
+    assert ckpt.read_bytes() == b"PK not really"
+
+
+class SubclassedPPO(lp.PPO):
+    """A user's algorithm class, trained through the Python API (its checkpoint names no class path)."""
+
+
+def test_a_python_api_checkpoint_of_a_subclass_loads_once_its_module_is_imported(tmp_path):
+    import pytorch_lightning as pl
+
+    model = SubclassedPPO(env_id="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_timesteps=64,
+                          eval_every=-1)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, max_epochs=-1,
+                         default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(model)
+    trainer.save_checkpoint(tmp_path / "sub.ckpt")
+    assert type(load_agent(str(tmp_path / "sub.ckpt"))) is SubclassedPPO  # this module is imported here
+    args = ("--ckpt_path", tmp_path / "sub.ckpt", "--format", "onnx", "--output", tmp_path / "sub.onnx")
+    refused = export_command(*args)  # a process that has not imported it
+    assert refused.returncode == 2 and "pass --import with the module that defines SubclassedPPO" in refused.stderr
+    assert export_command(*args, "--import", "tests.test_export").returncode == 0

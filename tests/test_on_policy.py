@@ -539,6 +539,11 @@ def test_acting_computes_the_policy_alone_and_the_same_distribution(env_id):
     model.policy.__class__ = FirstActionOnly
     if model.action_low is None:
         assert (model(obs) == 0).all() and (model.predict(obs.numpy()) == 0).all()
+    model.policy.__class__ = ActorCritic
+    seen = []  # a forward hook on the body (e.g. recording features): acting runs the whole body, through it
+    model.policy.body.register_forward_hook(lambda module, args, out: seen.append(module))
+    model.predict(obs.numpy())
+    assert seen == [model.policy.body]
 
 
 def test_fused_tanh_body_has_exact_second_derivatives(monkeypatch):

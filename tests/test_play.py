@@ -22,6 +22,7 @@ from tests.helpers import REPO, cli_env, run_cli, run_folder, wandb_records
 RUNS = {
     "cartpole": ("configs/ppo_cartpole.yaml", ["--model.total_timesteps=2048"], []),
     "pendulum": ("configs/ppo_pendulum.yaml", ["--model.total_timesteps=4096"], []),
+    "gsde": ("configs/ppo_pendulum_gsde.yaml", ["--model.total_timesteps=4096"], []),
     "pixels": ("configs/ppo_cartpole.yaml",
                ["--model.total_timesteps=512", "--model.env_id=tests.envs:RenderedPixelDot"],
                ["--import", "tests.envs"]),
@@ -110,6 +111,15 @@ def test_play_repeats_with_a_seed_and_prints_the_returns_without_a_display(check
     assert "no display" not in out and "video" not in out
 
 
+def test_stochastic_play_of_a_gsde_policy_repeats_with_its_seed(checkpoint, capsys):
+    """gSDE's exploration matrix is drawn when the model is built: play redraws it from its seed."""
+    printed = []
+    for _ in range(2):  # each load draws the matrix from wherever the process's stream stands
+        assert play.main(["--ckpt_path", str(checkpoint("gsde")), "--deterministic", "false", "--seed", "3"]) == 0
+        printed.append(EPISODE.findall(capsys.readouterr().out))
+    assert printed[0] == printed[1] and len(printed[0]) == 1
+
+
 def test_play_bad_input_is_one_paragraph(checkpoint, tmp_path):
     ckpt = checkpoint("cartpole")
     result = run_play("--ckpt_path", ckpt, "--episodes", 0)
@@ -127,6 +137,7 @@ def test_play_bad_input_is_one_paragraph(checkpoint, tmp_path):
         "folder is a file": (["--ckpt_path", ckpt, "--video", a_file / "x.mp4"], "The video .*x.mp4 cannot be written"),
         "not mp4": (["--ckpt_path", ckpt, "--video", tmp_path / "x.avi"], r"does not end in \.mp4"),
         "not a bool": (["--ckpt_path", ckpt, "--deterministic", "maybe"], "invalid true|false value: 'maybe'"),
+        "negative seed": (["--ckpt_path", ckpt, "--seed", "-1"], r"--seed -1: env seeds are integers >= 0"),
     }
     for what, (args, message) in bad.items():
         with pytest.raises(ConfigError, match=message):

@@ -143,7 +143,7 @@ class RLModule(pl.LightningModule):
             "network", network, "a list of positive layer sizes such as [64, 64]",
         )
         check(log_every >= 1, "log_every", log_every, "an integer >= 1")
-        check(video_every is None or isinstance(video_every, int) and video_every >= 0, "video_every", video_every,
+        check(video_every is None or type(video_every) is int and video_every >= 0, "video_every", video_every,
               "a number of env steps between videos (0 or null: none)")
         self.network = list(network if network is not None else DEFAULT_NETWORK)
 

@@ -70,16 +70,30 @@ def load_agent(ckpt_path: str, imports: list[str] = ()) -> "RLModule":
     from lightning_pg.algorithms import RLModule
     from lightning_pg.trust import read_checkpoint
 
-    state = read_checkpoint(ckpt_path).get("lightning_pg")
+    checkpoint = read_checkpoint(ckpt_path)
+    state = checkpoint.get("lightning_pg")
     if not isinstance(state, dict):
         raise ConfigError(
             f"{ckpt_path} was not written by lightning_pg (it has no 'lightning_pg' section). Fix: pass a "
             "last.ckpt or best.ckpt from a lightning_pg run's checkpoints/ folder.")
     checkpoint_class = RLModule
-    if "_class_path" not in (read_checkpoint(ckpt_path).get("hyper_parameters") or {}):
-        # trained through the Python API: the class is the algorithm the file names, if it is one of ours
-        import lightning_pg.algorithms as algorithms
-
-        checkpoint_class = getattr(algorithms, str(state.get("algorithm")), RLModule)
+    if "_class_path" not in (checkpoint.get("hyper_parameters") or {}):
+        # trained through the Python API: the class is the algorithm the file names, among those imported
+        name = str(state.get("algorithm"))
+        checkpoint_class = _imported_subclass(RLModule, name)
+        if checkpoint_class is None:
+            raise ConfigError(
+                f"{ckpt_path} holds a {name} model, a class this process has not imported (a checkpoint never "
+                f"imports code itself). Fix: pass --import with the module that defines {name}.")
     model = checkpoint_class.load_from_checkpoint(ckpt_path, map_location="cpu")
     return model.eval()
+
+
+def _imported_subclass(base: type, name: str) -> type | None:
+    """The imported subclass of ``base`` (at any depth) called ``name``, or None."""
+    found, stack = None, list(base.__subclasses__())
+    while stack and found is None:
+        cls = stack.pop()
+        found = cls if cls.__name__ == name else None
+        stack.extend(cls.__subclasses__())
+    return found

@@ -133,6 +133,7 @@ def export_policy(model: "RLModule", path: str | os.PathLike, format: str = "onn
     level = onnx_logger.level
     try:
         model.cpu().eval()
+        check_same_as_predict(policy, model)
         policy.requires_grad_(False)
         onnx_logger.setLevel(logging.ERROR)  # its notes on optional packages (torchvision's ops) it does not need
         with torch.no_grad(), warnings.catch_warnings():
@@ -157,6 +158,28 @@ def export_policy(model: "RLModule", path: str | os.PathLike, format: str = "onn
     return policy
 
 
+def check_same_as_predict(policy: ExportedPolicy, model: "RLModule", n: int = 64) -> None:
+    """The graph runs the model's ``forward``; ``predict`` runs ``act_on_array``, ``policy_actions`` and
+    ``env_actions``, which a subclass may change (an action mask, a mapping). Before anything is written, both
+    answer ``n`` observations of the space: a one-paragraph error where they differ, never a silently
+    different file."""
+    obs = example_observations(policy.observation_space, n)
+    with torch.no_grad():
+        exported = policy(obs).numpy()
+    predicted = np.asarray(model.predict(obs.numpy(), deterministic=True))
+    same = exported.shape == predicted.shape and (
+        np.allclose(exported, predicted, rtol=1e-5, atol=1e-5) if np.issubdtype(predicted.dtype, np.floating)
+        else np.array_equal(exported, predicted))
+    if not same:
+        raise ConfigError(
+            f"The exported graph would not answer as this {type(model).__name__}'s predict does (on {n} sample "
+            "observations): the graph runs the model's forward(), which calls act(obs, deterministic=True), and "
+            "this model's class changes what predict does elsewhere (act_on_array, policy_actions or "
+            "env_actions). Fix: make the change in act() (or forward()), which both run, then export again; "
+            "or serve the policy with lightning_pg's model.predict."
+        )
+
+
 def write_onnx(policy: ExportedPolicy, example: Tensor, path: Path) -> None:
     """torch.onnx's exporter (``torch.export`` underneath), the batch dimension named ``batch`` and dynamic, the
     weights inside the one file."""
@@ -176,11 +199,13 @@ def parser() -> CommandParser:
     return parser
 
 
-def check_output(output: str) -> Path:
+def check_output(output: str, ckpt_path: str) -> Path:
     """The output path, if a file can be written there (checked before the checkpoint is loaded: fail fast)."""
     path = Path(output)
     folder = path.parent
     problem = ("is a folder" if path.is_dir() else
+               "is the checkpoint being exported" if path.exists() and Path(ckpt_path).exists() and
+               path.samefile(ckpt_path) else
                f"is in {folder}, which does not exist" if not folder.is_dir() else
                f"is in {folder}, where this user cannot write" if not os.access(folder, os.W_OK | os.X_OK) else
                "exists and this user cannot overwrite it" if path.exists() and not os.access(path, os.W_OK) else None)
@@ -197,7 +222,7 @@ def describe(batch: Tensor) -> str:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    output = check_output(args.output)
+    output = check_output(args.output, args.ckpt_path)
     model = load_agent(args.ckpt_path, args.imports)
     policy = export_policy(model, output, args.format)
     example = example_observations(policy.observation_space)

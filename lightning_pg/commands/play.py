@@ -48,6 +48,8 @@ def parser() -> CommandParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: env seeds are integers >= 0. Fix: pass --seed 0 or more.")
     if args.episodes < 1:
         raise ConfigError(f"--episodes {args.episodes}: play needs at least one episode. Fix: pass --episodes 1 or "
                           "more.")
@@ -62,6 +64,9 @@ def main(argv: list[str]) -> int:
     try:
         with torch.random.fork_rng(devices=[]), videos.offscreen_without_display():
             torch.manual_seed(args.seed)  # stochastic play repeats too
+            reset_noise = getattr(getattr(model, "policy", None), "reset_noise", None)
+            if reset_noise is not None:  # gSDE's exploration matrix: drawn at load, from an unseeded stream
+                reset_noise(1)
             for episode in range(args.episodes):
                 episode_return, length = videos.play_episode(model, env, args.seed + episode, args.deterministic,
                                                              writer.append if writer else None)

@@ -447,8 +447,10 @@ class ActorCritic(nn.Module):
     def policy_dist(self, x: Tensor) -> Categorical | DiagGaussian:
         """π(·|x) alone, for acting: where the body keeps the policy's part apart (the stacked MLP's member 0,
         the twin encoders' policy encoder), V(x) is not computed. A subclass that overrides ``forward`` or
-        ``dist`` gets its own ``dist`` here, so acting never bypasses it."""
-        own = type(self).forward is ActorCritic.forward and type(self).dist is ActorCritic.dist
+        ``dist``, or forward hooks on this module or its body, get the whole ``dist`` here, so acting never
+        bypasses them."""
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (self, self.body))
+        own = type(self).forward is ActorCritic.forward and type(self).dist is ActorCritic.dist and not hooked
         if own and type(self.body) is StackedMLP:
             return self.pi_head(self.body.member(x, 0))
         if own and type(self.body) is TwinEncoders:

@@ -32,6 +32,8 @@ class NumpyActor:
             and body.activation_name in _ACTIVATIONS and policy.obs_rms is None
             and (type(head) is CategoricalHead or (type(head) is GaussianHead and type(head.mean) is Linear))
             and (policy.v_head is None or type(policy.v_head) is Linear)
+            # forward hooks (a user's feature recorder) run only when the modules do
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in policy.modules())
             # the module's parameters move and cast together (Lightning's precision and device): one stands for all
             and _weight(head).device.type == "cpu" and _weight(head).dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")  # (bf16-mixed acts in bf16, inside the training step's autocast)
