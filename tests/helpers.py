@@ -60,12 +60,11 @@ def data_state(state):
     return state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
 
 
-def wandb_records(path):
-    """History rows and config keys of an offline W&B run file (LevelDB-log framing of protobuf records)."""
+def _wandb_file_records(path):
+    """The protobuf records of an offline W&B run file (LevelDB-log framing)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data, pos, block, buf = Path(path).read_bytes(), 7, 32768, b""
-    history, config = [], {}
     while pos + 7 <= len(data):
         left = block - pos % block
         if left < 7:
@@ -82,12 +81,32 @@ def wandb_records(path):
         record = pb.Record()
         record.ParseFromString(buf)
         buf = b""
+        yield record
+
+
+def _items(items):
+    return {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
+
+
+def wandb_records(path):
+    """History rows and config keys of an offline W&B run file."""
+    history, config = [], {}
+    for record in _wandb_file_records(path):
         kind_name = record.WhichOneof("record_type")
         if kind_name == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+            history.append(_items(record.history.item))
         elif kind_name == "config":
-            config.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.config.update})
+            config.update(_items(record.config.update))
     return history, config
+
+
+def wandb_summary(path):
+    """The run's summary as its offline file holds it (every summary update, the later ones winning)."""
+    summary = {}
+    for record in _wandb_file_records(path):
+        if record.WhichOneof("record_type") == "summary":
+            summary.update(_items(record.summary.update))
+    return summary
 
 
 def run_folder(root):

@@ -15,7 +15,7 @@ import torch
 from lightning_pg.commands import load_agent, play
 from lightning_pg.errors import ConfigError
 from lightning_pg.evaluation import episode_returns
-from tests.helpers import REPO, cli_env, run_cli, run_folder, wandb_records
+from tests.helpers import REPO, cli_env, run_cli, run_folder, wandb_records, wandb_summary
 
 #: name -> (config, options, what `play` needs to load it): short fits (an early CartPole policy drops the pole
 #: within a few dozen steps; Pendulum's episodes are 200 steps; the pixel env's 20, seen through a CNN)
@@ -210,3 +210,6 @@ def test_video_every_writes_videos_logs_them_to_offline_wandb_and_leaves_trainin
         assert copy.startswith(f"{wandb_run}/files/media/videos/")
         assert hashlib.sha256(open(copy, "rb").read()).hexdigest() == row["eval/video/sha256"] == \
             hashlib.sha256(video.read_bytes()).hexdigest()
+    summary = wandb_summary(run_file)  # the run's summary names the last video
+    assert summary["eval/video/_type"] == "video-file"
+    assert summary["eval/video/sha256"] == logged[-1]["eval/video/sha256"]
