@@ -13,3 +13,9 @@ os.environ.setdefault("LIGHTNING_PG_KEY_FILE", os.path.join(tempfile.mkdtemp(pre
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """The README test first: it is by far the longest (its blocks run in order, one process), and a test
+    that long handed out last keeps one worker busy while the others have nothing left to do."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_readme.py"))
