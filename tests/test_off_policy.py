@@ -103,6 +103,31 @@ def test_stacked_critics_match_separate_mlps():
         for w, b in zip(critics.body.weights, critics.body.biases):
             x = torch.relu(x @ w[i] + b[i])
         torch.testing.assert_close(critics(obs, actions)[i], x @ critics.out_weight[i, 0] + critics.out_bias[i])
+        torch.testing.assert_close(critics.member(obs, actions, i), x @ critics.out_weight[i, 0] + critics.out_bias[i])
+
+
+def test_the_actor_loss_reads_one_critic_alone_with_the_gradient_of_the_whole_forward():
+    """TD3/DDPG's actor loss computes Q1 alone (the stacked forward computed and differentiated both critics):
+    the same value and the same gradient for the actor; a critic class overriding forward keeps its own."""
+    model = TD3(env_id="Pendulum-v1", network=[16, 8])
+    obs = torch.randn(7, 3)
+    grads = []
+    for loss in (lambda: -model.critic(obs, model.actor(obs))[0].mean(),
+                 lambda: -model.critic.member(obs, model.actor(obs), 0).mean()):
+        model.actor.zero_grad()
+        value = loss()
+        value.backward()
+        grads.append((value.detach(), [p.grad.clone() for p in model.actor.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b)
+
+    class Doubled(QCritics):
+        def forward(self, obs, actions):
+            return 2 * super().forward(obs, actions)
+
+    model.critic.__class__ = Doubled
+    torch.testing.assert_close(model.critic.member(obs, obs[:, :1], 1), model.critic(obs, obs[:, :1])[1])
 
 
 # ---- the replay buffer ----------------------------------------------------------------------------------------

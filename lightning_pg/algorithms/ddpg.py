@@ -106,7 +106,8 @@ class DDPG(OffPolicyModule):
         self.gradient_step(out["loss_q"], critic_optimizer)
         if self.num_updates % self.policy_delay == 0:
             with no_weight_grads(self.critic):
-                out["loss_policy"] = -self.critic(b["obs"], self.actor(b["obs"]))[0].mean()  # actor: maximize Q(s, μ(s))
+                # actor: maximize Q1(s, μ(s)) (Q1 alone: the twin critic plays no part in it)
+                out["loss_policy"] = -self.critic.member(b["obs"], self.actor(b["obs"]), 0).mean()
                 self.gradient_step(out["loss_policy"], actor_optimizer)
             polyak_update(self.actor_target, self.actor, self.hparams.tau)  # θ' ← (1 − τ) θ' + τ θ
             polyak_update(self.critic_target, self.critic, self.hparams.tau)

@@ -38,8 +38,21 @@ class QCritics(nn.Module):
         self.n_critics = n_critics
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
-        features = obs.flatten(1) if self.encoder is None else self.encoder(obs)
-        h = self.body(torch.cat([features.to(actions.dtype), actions], dim=-1))  # [n, B, hidden]
+        h = self.body(self._inputs(obs, actions))  # [n, B, hidden]
         # the 1-wide output layer as a product-sum, not a matmul: Q comes out in float32 even when the matmuls
         # run in bf16 (autocast, or matmul_precision="medium")
         return (h * self.out_weight).sum(-1) + self.out_bias
+
+    def member(self, obs: Tensor, actions: Tensor, k: int = 0) -> Tensor:
+        """Q_k(s, a) alone, ``[B]``: TD3's and DDPG's actor loss reads Q_1 only, and the stacked forward would
+        compute, and differentiate, every critic. A subclass that overrides ``forward``, or forward hooks here
+        or on the body, get ``forward(obs, actions)[k]``."""
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (self, self.body))
+        if type(self).forward is not QCritics.forward or hooked:
+            return self(obs, actions)[k]
+        h = self.body.member(self._inputs(obs, actions), k)  # [B, hidden]
+        return (h * self.out_weight[k]).sum(-1) + self.out_bias[k]
+
+    def _inputs(self, obs: Tensor, actions: Tensor) -> Tensor:
+        features = obs.flatten(1) if self.encoder is None else self.encoder(obs)
+        return torch.cat([features.to(actions.dtype), actions], dim=-1)
