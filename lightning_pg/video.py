@@ -187,10 +187,16 @@ def play_episode(model: "RLModule", env: "gym.Env", seed: int | None, determinis
             if on_frame is not None:
                 on_frame(env.render())
     except gym.error.DependencyNotInstalled as exc:  # envs import their drawing library (pygame) when they draw
-        raise ConfigError(f"Rendering '{model.hparams.env_id}' needs a package that is not installed: {exc} Fix: "
-                          "install it (classic-control and Box2D envs draw with pygame: `pip install "
-                          "'gymnasium[classic-control]'`).") from None
+        raise missing_drawing_package(model, exc) from None
     return total, length
+
+
+def missing_drawing_package(model: "RLModule", exc: Exception, what: str = "", other_fix: str = "") -> ConfigError:
+    """The one paragraph for an env whose drawing library is not installed (pygame, for classic-control and
+    Box2D envs)."""
+    return ConfigError(f"Rendering '{model.hparams.env_id}'{what} needs a package that is not installed: {exc} Fix: "
+                       "install it (classic-control and Box2D envs draw with pygame: `pip install "
+                       f"'gymnasium[classic-control]'`){other_fix}.")
 
 
 def check_renders(model: "RLModule") -> None:
@@ -204,9 +210,7 @@ def check_renders(model: "RLModule") -> None:
             env.reset(seed=0)
             frame = env.render()
     except gym.error.DependencyNotInstalled as exc:
-        raise ConfigError(f"Rendering '{model.hparams.env_id}' (video_every) needs a package that is not installed: "
-                          f"{exc} Fix: install it (`pip install 'gymnasium[classic-control]'` for pygame), or set "
-                          "video_every to 0.") from None
+        raise missing_drawing_package(model, exc, " (video_every)", ", or set video_every to 0") from None
     finally:
         env.close()
     check_frame(frame)
